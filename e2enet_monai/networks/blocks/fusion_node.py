@@ -1,0 +1,68 @@
+"""One node of E2ENet's dynamic sparse feature fusion (DSFF) mesh."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from e2enet_monai.networks.blocks.shift_conv import ShiftConvBlock
+
+__all__ = ["FusionNode"]
+
+
+class FusionNode(nn.Module):
+    """
+    Mesh node X(l, s): concatenates, in this order,
+
+    - ``same``: X(l, s-1), the previous node on the same level (``channels`` wide);
+    - ``coarse``: X(l+1, s-1) brought up by a transposed convolution (kernel = stride = ``up_stride``, no bias,
+      ``coarse_channels -> channels``);
+    - ``fine`` (optional): X(l-1, s-1) brought down by max-pooling (kernel = stride = ``down_stride``);
+
+    then fuses them with ``num_blocks`` :class:`ShiftConvBlock` (the first ``concat -> channels``, the others
+    ``channels -> channels``).
+
+    Args:
+        channels: channels C[l] of this level (and of the output).
+        coarse_channels: channels C[l+1] of the coarser level.
+        fine_channels: channels C[l-1] of the finer level, or 0 when the node has no finer input (level 0).
+        up_stride: pool size between levels l and l+1.
+        down_stride: pool size between levels l-1 and l (ignored when ``fine_channels == 0``).
+        num_blocks: fusion blocks (the paper uses 2 on the last diagonal of the mesh, 1 elsewhere).
+        conv_mode: see :class:`ShiftConvBlock`.
+        shift_groups: see :class:`ShiftConvBlock`.
+
+    Shape:
+        ``same``: ``(B, C[l], *S)``, ``coarse``: ``(B, C[l+1], *S / up_stride)``,
+        ``fine``: ``(B, C[l-1], *S * down_stride)`` -> ``(B, C[l], *S)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        coarse_channels: int,
+        fine_channels: int,
+        up_stride: Sequence[int] | int,
+        down_stride: Sequence[int] | int = 1,
+        num_blocks: int = 1,
+        conv_mode: str = "shift",
+        shift_groups: int = 5,
+    ) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose3d(coarse_channels, channels, kernel_size=up_stride, stride=up_stride, bias=False)
+        self.down = nn.MaxPool3d(kernel_size=down_stride, stride=down_stride) if fine_channels > 0 else None
+        width = 2 * channels + fine_channels
+        self.fuse = nn.Sequential(
+            *[
+                ShiftConvBlock(width if i == 0 else channels, channels, 1, conv_mode, shift_groups)
+                for i in range(num_blocks)
+            ]
+        )
+
+    def forward(self, same: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = [same, self.up(coarse)]
+        if self.down is not None and fine is not None:
+            inputs.append(self.down(fine))
+        return self.fuse(torch.cat(inputs, dim=1))

@@ -1,0 +1,59 @@
+"""E2ENet's basic block: optional depth shift, then a (1, 3, 3) or 3x3x3 convolution, InstanceNorm and LeakyReLU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import Convolution
+
+from e2enet_monai.networks.blocks.depth_shift import DepthShift
+
+__all__ = ["CONV_MODES", "ShiftConvBlock"]
+
+CONV_MODES = ("shift", "plain2d", "conv3d")
+
+
+class ShiftConvBlock(nn.Module):
+    """
+    ``DepthShift -> Conv3d (1, 3, 3) with bias -> InstanceNorm3d (affine) -> LeakyReLU(0.01)``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: convolution stride (int or one per spatial axis), e.g. ``(1, 2, 2)`` for an anisotropic level.
+        conv_mode: ``"shift"`` (depth shift + (1, 3, 3), the paper's block), ``"plain2d"`` ((1, 3, 3) without
+            shift) or ``"conv3d"`` (3x3x3 without shift), the latter two for ablations.
+        shift_groups: channel groups of the depth shift (``"shift"`` mode only).
+
+    Shape:
+        ``(B, in_channels, D, H, W)`` -> ``(B, out_channels, D / s_d, H / s_h, W / s_w)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: Sequence[int] | int = 1,
+        conv_mode: str = "shift",
+        shift_groups: int = 5,
+    ) -> None:
+        super().__init__()
+        if conv_mode not in CONV_MODES:
+            raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {conv_mode!r}.")
+        self.shift = DepthShift(in_channels, shift_groups) if conv_mode == "shift" else nn.Identity()
+        self.conv = Convolution(
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            strides=stride,
+            kernel_size=3 if conv_mode == "conv3d" else (1, 3, 3),
+            adn_ordering="NA",
+            act=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+            norm=("instance", {"affine": True}),
+            bias=True,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.shift(x))

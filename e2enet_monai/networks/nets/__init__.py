@@ -1,0 +1,4 @@
+from e2enet_monai.networks.nets.baselines import NETWORKS, build_network, nnunet_like_dynunet
+from e2enet_monai.networks.nets.e2enet import E2ENet
+
+__all__ = ["E2ENet", "NETWORKS", "build_network", "nnunet_like_dynunet"]

@@ -1,0 +1,229 @@
+"""Parameter, FLOP, latency and memory statistics of segmentation networks, dense or with kernel masks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from e2enet_monai.networks.nets.baselines import build_network
+from e2enet_monai.sparse import KernelMasks
+
+__all__ = [
+    "collect_model_stats",
+    "cpu_latency_and_memory",
+    "flop_counts",
+    "load_checkpoint_masks",
+    "machine_label",
+    "parameter_counts",
+    "write_stats_report",
+]
+
+
+def parameter_counts(model: nn.Module, masks: KernelMasks | None = None) -> dict[str, int]:
+    """``{"total": all parameters, "nonzero": parameters left after the kernel masks (== total without masks)}``."""
+    total = sum(p.numel() for p in model.parameters())
+    if masks is None:
+        return {"total": total, "nonzero": total}
+    active, masked_total = masks.weight_counts(model)
+    return {"total": total, "nonzero": total - masked_total + active}
+
+
+def flop_counts(
+    model: nn.Module, in_channels: int, spatial_shape: Sequence[int], masks: KernelMasks | None = None
+) -> dict[str, float]:
+    """
+    FLOPs of one forward pass on a ``(1, in_channels, *spatial_shape)`` input, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (nothing is computed), in eval mode.
+
+    Masked layers count only their active kernels (FLOPs x kernel density). Two counts are returned:
+
+    - ``"true"``: the count as FlopCounterMode reports it (2 x MACs of convolutions and matmuls);
+    - ``"paper"``: the E2ENet paper's convention, which counts a transposed convolution as if it ran at its
+      output resolution, i.e. ``prod(stride)`` times too high (8x for 2x2x2 upsampling).
+    """
+    model = _meta_copy(model).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.empty(1, in_channels, *spatial_shape, device="meta"))
+    per_module = counter.get_flop_counts()
+    root = type(model).__name__
+    total = float(counter.get_total_flops())
+    density = masks.kernel_density() if masks is not None else {}
+    true, paper = total, total
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            continue
+        flops = float(sum(per_module.get(f"{root}.{name}", {}).values()))
+        kept = density.get(f"{name}.weight", 1.0)
+        true -= flops * (1.0 - kept)
+        paper -= flops * (1.0 - kept)
+        if isinstance(module, nn.ConvTranspose3d):
+            upsampling = 1
+            for s in module.stride:
+                upsampling *= int(s)
+            paper += flops * kept * (upsampling - 1)
+    return {"true": true, "paper": paper}
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """The model on the meta device (a copy when the model has real weights, so the caller's stays intact)."""
+    if all(p.is_meta for p in model.parameters()):
+        return model
+    import copy
+
+    return copy.deepcopy(model).to("meta")
+
+
+def _read_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _latency_worker(spec: dict, queue: mp.Queue) -> None:  # runs in a fresh process
+    try:
+        torch.set_num_threads(spec["threads"])
+        model = build_network(spec["network"], spec["in_channels"], spec["out_channels"]).eval()
+        x = torch.randn(1, spec["in_channels"], *spec["spatial_shape"])
+        times = []
+        with torch.inference_mode():
+            model(x)  # warm-up, also reaches the steady-state memory peak
+            rss_before = _read_rss_kib()
+            for _ in range(spec["runs"]):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        queue.put({"latency_s": statistics.median(times), "peak_mib": max(0, peak - rss_before) / 1024})
+    except Exception as e:  # reported to the parent, which raises
+        queue.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def cpu_latency_and_memory(
+    network: str, in_channels: int, out_channels: int, spatial_shape: Sequence[int], runs: int = 3, threads: int = 2
+) -> dict[str, float]:
+    """
+    Median CPU forward latency over ``runs`` runs (after one warm-up) with ``threads`` intra-op threads, and the
+    peak resident memory the forward pass adds (peak RSS minus RSS before the timed runs), measured in a fresh
+    process so that models do not share allocator state. Weights are dense: PyTorch has no sparse 3D conv, so a
+    masked model runs at the dense latency.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    spec = {"network": network, "in_channels": in_channels, "out_channels": out_channels,
+            "spatial_shape": list(spatial_shape), "runs": runs, "threads": threads}
+    proc = ctx.Process(target=_latency_worker, args=(spec, queue))
+    proc.start()
+    proc.join()  # the result is a few bytes, so the child never blocks on a full queue
+    if queue.empty():
+        raise RuntimeError(f"latency measurement of {network} died (exit code {proc.exitcode}) without a result.")
+    result = queue.get()
+    if "error" in result:
+        raise RuntimeError(f"latency measurement of {network} at {tuple(spatial_shape)} failed: {result['error']}")
+    return result
+
+
+def load_checkpoint_masks(model: nn.Module, checkpoint: str | os.PathLike) -> KernelMasks:
+    """
+    Load a checkpoint (``{"model": state_dict}`` or a bare state_dict) into ``model`` and read its kernel masks off
+    the weights of the model's sparse parameters (a kernel is active when any of its weights is non-zero).
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    model.load_state_dict(state)
+    names = model.mesh_parameter_names() if hasattr(model, "mesh_parameter_names") else []
+    return KernelMasks.from_weights(model, names)
+
+
+def machine_label(threads: int) -> str:
+    """A one-line description of this machine for report headers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {threads} thread(s) of {os.cpu_count()} CPU(s), torch {torch.__version__}"
+
+
+def collect_model_stats(
+    networks: Sequence[str],
+    in_channels: int,
+    out_channels: int,
+    patch_sizes: Sequence[int | Sequence[int]],
+    density: float | None = None,
+    distribution: str = "uniform",
+    checkpoint: str | None = None,
+    seed: int = 0,
+    runs: int = 3,
+    threads: int = 2,
+    timing: bool = True,
+) -> list[dict]:
+    """
+    One row per (network, patch size) with parameters, FLOPs and, when ``timing``, CPU latency and memory.
+    ``density`` (E2ENet only) applies random kernel masks of that density to the mesh; ``checkpoint`` (E2ENet
+    only) reads the masks of a sparse-trained checkpoint instead. Both add an extra E2ENet row beside the dense one.
+    """
+    rows = []
+    for patch in patch_sizes:
+        shape = [int(patch)] * 3 if isinstance(patch, int) else [int(p) for p in patch]
+        for name in networks:
+            variants: list[tuple[str, KernelMasks | None]] = [(name, None)]
+            if name == "e2enet" and (density is not None or checkpoint is not None):
+                model = build_network(name, in_channels, out_channels)
+                if checkpoint is not None:
+                    masks = load_checkpoint_masks(model, checkpoint)
+                    label = f"e2enet ({Path(checkpoint).name})"
+                else:
+                    masks = KernelMasks.random(model, density, distribution, seed=seed)
+                    label = f"e2enet (density {density:g}, {distribution})"
+                variants = [("e2enet (dense mesh)", None), (label, masks)]
+            for label, masks in variants:
+                model = build_network(name, in_channels, out_channels)
+                params = parameter_counts(model, masks)
+                flops = flop_counts(model, in_channels, shape, masks)
+                row = {
+                    "network": label,
+                    "patch": "x".join(map(str, shape)),
+                    "params_total": params["total"],
+                    "params_nonzero": params["nonzero"],
+                    "gflops_true": flops["true"] / 1e9,
+                    "gflops_paper": flops["paper"] / 1e9,
+                }
+                if timing:
+                    row.update(cpu_latency_and_memory(name, in_channels, out_channels, shape, runs, threads))
+                rows.append(row)
+    return rows
+
+
+def write_stats_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, Path]:
+    """Write ``model_stats.md`` (a Markdown table under ``header``) and ``model_stats.json``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timed = any("latency_s" in r for r in rows)
+    cols = ["network", "patch", "params (M)", "non-zero params (M)", "GFLOPs (true)", "GFLOPs (paper conv.)"]
+    cols += ["CPU latency (s, median)", "peak memory (MiB)"] if timed else []
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [r["network"], r["patch"], f"{r['params_total'] / 1e6:.2f}", f"{r['params_nonzero'] / 1e6:.2f}",
+                 f"{r['gflops_true']:.1f}", f"{r['gflops_paper']:.1f}"]
+        if timed:
+            cells += [f"{r['latency_s']:.2f}", f"{r['peak_mib']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    md, js = out / "model_stats.md", out / "model_stats.json"
+    md.write_text("\n".join(lines) + "\n")
+    js.write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+    return md, js

@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from e2enet_monai.networks import E2ENet
+from e2enet_monai.networks.nets import nnunet_like_dynunet
+from e2enet_monai.sparse import KernelMasks
+from e2enet_monai.utils.model_stats import collect_model_stats, flop_counts, load_checkpoint_masks, parameter_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sparse_pair():
+    net = E2ENet(3, 1, 16)
+    return net, KernelMasks.random(net, 0.2, seed=0)
+
+
+def test_nonzero_parameters_at_density_0_2(sparse_pair):
+    net, masks = sparse_pair
+    counts = parameter_counts(net, masks)
+    assert counts["total"] == sum(p.numel() for p in net.parameters())
+    assert abs(counts["nonzero"] - 9.44e6) / 9.44e6 < 0.02
+    masks.apply(net)  # the masked tensors really hold that many non-zeros (Kaiming-initialised, so none is 0 by chance)
+    active, masked_total = masks.weight_counts(net)
+    params = dict(net.named_parameters())
+    assert sum(int(params[n].count_nonzero()) for n in masks.masks) == active
+    assert counts["nonzero"] == counts["total"] - masked_total + active
+
+
+def test_flops_against_nnunet_like_baseline_at_128(sparse_pair):
+    net, masks = sparse_pair
+    e2e = flop_counts(net, 1, (128, 128, 128), masks)
+    dense = flop_counts(net, 1, (128, 128, 128))
+    base = flop_counts(nnunet_like_dynunet(1, 16), 1, (128, 128, 128))
+    assert e2e["paper"] / base["paper"] == pytest.approx(0.73, abs=0.03)
+    assert e2e["true"] / base["true"] == pytest.approx(0.59, abs=0.03)
+    # paper-convention absolute values of the spec (GFLOPs), to 1 %
+    assert dense["paper"] / 1e9 == pytest.approx(3069.6, rel=0.01)
+    assert e2e["paper"] / 1e9 == pytest.approx(778.7, rel=0.01)
+    assert base["paper"] / 1e9 == pytest.approx(1067.9, rel=0.01)
+    assert base["true"] / 1e9 == pytest.approx(957, rel=0.01)
+
+
+def test_flop_count_leaves_model_usable(sparse_pair):
+    net, _ = sparse_pair
+    flop_counts(net, 1, (64, 64, 64))
+    assert not any(p.is_meta for p in net.parameters())
+
+
+def test_masks_read_from_a_checkpoint(tmp_path):
+    net = E2ENet(3, 1, 4, channels=(8, 16, 32), strides=(1, 2, 2), deep_supr_num=1)
+    masks = KernelMasks.random(net, 0.3, seed=3)
+    masks.apply(net)
+    torch.save({"model": net.state_dict()}, tmp_path / "model.pt")
+    fresh = E2ENet(3, 1, 4, channels=(8, 16, 32), strides=(1, 2, 2), deep_supr_num=1)
+    read = load_checkpoint_masks(fresh, tmp_path / "model.pt")
+    assert read.masks.keys() == masks.masks.keys()
+    assert all(torch.equal(read.masks[k], masks.masks[k]) for k in masks.masks)
+
+
+def test_rows_without_timing():
+    rows = collect_model_stats(["e2enet", "dynunet"], 1, 16, [64], density=0.2, timing=False)
+    assert [r["network"] for r in rows] == ["e2enet (dense mesh)", "e2enet (density 0.2, uniform)", "dynunet"]
+    assert rows[1]["params_nonzero"] < rows[0]["params_nonzero"] == rows[0]["params_total"]
+
+
+def test_cli_writes_table_and_json_with_timing(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "model_stats.py"), "--networks", "e2enet,segresnet", "--patch", "64",
+         "--density", "0.2", "--runs", "1", "--threads", "1", "--out_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "model_stats.json").read_text())
+    assert len(data["rows"]) == 3
+    for row in data["rows"]:
+        assert row["latency_s"] > 0 and row["peak_mib"] > 0
+    table = (tmp_path / "model_stats.md").read_text()
+    assert "| e2enet (density 0.2, uniform) | 64x64x64 |" in table and "Machine:" in table
+
+
+def test_cli_help_documents_every_option():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "model_stats.py"), "--help"],
+                         capture_output=True, text=True, timeout=120, env={"PAGER": "cat", "PATH": ""})
+    text = out.stdout + out.stderr
+    for option in ("networks", "in_channels", "out_channels", "patch", "density", "distribution", "checkpoint",
+                   "seed", "runs", "threads", "timing", "out_dir"):
+        assert f"--{option}" in text
