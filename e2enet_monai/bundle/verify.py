@@ -1,0 +1,136 @@
+"""Model Zoo checks for a bundle folder, run through MONAI's own ``monai.bundle`` entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+
+__all__ = ["OUR_SCHEMA", "REQUIRED_FILES", "check_changelog", "check_export", "check_layout", "check_metadata",
+           "check_net_in_out", "check_properties", "verify_bundle"]
+
+OUR_SCHEMA = Path(__file__).with_name("metadata_schema.json")
+REQUIRED_FILES = (
+    "LICENSE", "large_files.yml", "configs/metadata.json", "configs/inference.json", "configs/train.json",
+    "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/multi_gpu_evaluate.json", "configs/logging.conf",
+    "docs/README.md", "docs/data_license.txt",
+)
+
+
+def check_layout(bundle: str | os.PathLike) -> None:
+    """Every file the Model Zoo and MONAI Label expect is there."""
+    missing = [f for f in REQUIRED_FILES if not (Path(bundle) / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"bundle {bundle} lacks {missing}.")
+
+
+def check_metadata(bundle: str | os.PathLike, schema: str | os.PathLike = OUR_SCHEMA) -> None:
+    """``monai.bundle.verify_metadata`` against a local schema file (no download when the file exists)."""
+    if not Path(schema).is_file():
+        raise FileNotFoundError(f"schema file {schema} does not exist.")
+    verify_metadata(meta_file=str(Path(bundle) / "configs/metadata.json"), filepath=str(schema))
+
+
+def check_changelog(bundle: str | os.PathLike) -> None:
+    """The version has a changelog entry (the Model Zoo CI's version check)."""
+    meta = json.loads((Path(bundle) / "configs/metadata.json").read_text())
+    if meta["version"] not in meta.get("changelog", {}):
+        raise ValueError(f"{bundle}: version {meta['version']} has no changelog entry.")
+
+
+def check_net_in_out(bundle: str | os.PathLike, n: int = 2) -> None:
+    """``monai.bundle.verify_net_in_out`` on ``network_def`` (``n=2``: E2ENet needs at least 2x its stride product)."""
+    b = Path(bundle)
+    verify_net_in_out(net_id="network_def", meta_file=str(b / "configs/metadata.json"),
+                      config_file=str(b / "configs/inference.json"), n=n, device="cpu", bundle_root=str(b))
+
+
+def check_export(bundle: str | os.PathLike, ckpt_file: str | os.PathLike | None = None) -> Path:
+    """
+    ``monai.bundle ckpt_export`` (TorchScript via ``torch.jit.script``) of ``ckpt_file`` (default the bundle's
+    ``models/model.pt``; freshly initialised weights when the bundle has none), then reload the ``.ts`` and compare
+    its output with the eager network. Returns the path of the exported file (in a temporary folder).
+    """
+    b = Path(bundle)
+    parser = ConfigParser()
+    parser.read_config(str(b / "configs/inference.json"))
+    parser["bundle_root"] = str(b)
+    out_dir = Path(tempfile.mkdtemp(prefix="ckpt_export_"))
+    if ckpt_file is None:
+        ckpt_file = b / "models/model.pt"
+        if not ckpt_file.is_file():
+            ckpt_file = out_dir / "init.pt"
+            torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, ckpt_file)
+    ts_path = out_dir / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_path), ckpt_file=str(ckpt_file), key_in_ckpt="model",
+                meta_file=str(b / "configs/metadata.json"), config_file=str(b / "configs/inference.json"),
+                bundle_root=str(b))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(ckpt_file, map_location="cpu", weights_only=True)["model"])
+    net.eval()
+    scripted = torch.jit.load(str(ts_path)).eval()
+    channels = json.loads((b / "configs/metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    x = torch.randn(1, channels["num_channels"], 64, 64, 64)
+    with torch.no_grad():
+        if not torch.allclose(scripted(x), net(x), atol=1e-4):
+            raise AssertionError(f"{bundle}: the TorchScript export does not reproduce the network's output.")
+    return ts_path
+
+
+def check_properties(bundle: str | os.PathLike) -> None:
+    """
+    ``ConfigWorkflow(...).initialize()`` then ``check_properties()`` for the train and inference workflows, on a
+    tiny phantom dataset in the bundle's raw layout (as the Model Zoo's unit tests do): no required id missing.
+    """
+    from e2enet_monai.bundle.demo import DEMO_DATASETS
+    from e2enet_monai.data import prepare_dataset, write_synthetic
+
+    b = Path(bundle)
+    kinds = {name: (kind, sizes) for name, kind, sizes, _ in DEMO_DATASETS.values()}
+    if b.name not in kinds:
+        raise ValueError(f"no phantom layout is known for bundle {b.name}; expected one of {sorted(kinds)}.")
+    kind, sizes = kinds[b.name]
+    data = Path(tempfile.mkdtemp(prefix="props_"))
+    small = {k: min(v, 5) if k in ("num_train", "num_cases") else min(v, 1) for k, v in sizes.items()}
+    write_synthetic(kind, data, shape=(32, 32, 16), **small)
+    prepare_dataset(kind, data, data / "datalist.json")
+    for workflow, config, extra in (("train", "train.json", {"num_workers": 0}),
+                                    ("inference", "inference.json", {"load_pretrain": False})):
+        wf = ConfigWorkflow(config_file=str(b / "configs" / config), meta_file=str(b / "configs/metadata.json"),
+                            workflow_type=workflow, logging_file=str(b / "configs/logging.conf"), bundle_root=str(b),
+                            dataset_dir=str(data), **extra)
+        wf.initialize()
+        missing = wf.check_properties()
+        if missing:
+            raise ValueError(f"{bundle}: {workflow} workflow lacks required properties {missing}.")
+        wf.finalize()
+
+
+CHECKS: dict[str, Callable] = {
+    "layout": check_layout,
+    "changelog": check_changelog,
+    "metadata": check_metadata,
+    "net_in_out": check_net_in_out,
+    "export": check_export,
+    "properties": check_properties,
+}
+
+
+def verify_bundle(bundle: str | os.PathLike, schemas: list[str | os.PathLike] | None = None) -> dict[str, str]:
+    """Run every check; return ``{check: "ok" | "FAILED: <reason>"}``. ``schemas`` adds schema files to ours."""
+    results: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        targets = [None] if name != "metadata" else [OUR_SCHEMA, *(schemas or [])]
+        for schema in targets:
+            label = name if schema is None else f"metadata ({Path(schema).name})"
+            try:
+                check(bundle) if schema is None else check(bundle, schema)
+                results[label] = "ok"
+            except Exception as e:  # reported, the tool's exit code says whether all passed
+                results[label] = f"FAILED: {type(e).__name__}: {e}"
+    return results

@@ -1,0 +1,15 @@
+from e2enet_monai.transforms.brats import BRATS_CONVENTIONS, BraTSRegionsd, RegionsToBraTSLabeld, ReorderChannelsd
+from e2enet_monai.transforms.io import SaveSegmentationd
+from e2enet_monai.transforms.pipelines import brats_postprocessing, brats_transforms, ct_postprocessing, ct_transforms
+
+__all__ = [
+    "BRATS_CONVENTIONS",
+    "BraTSRegionsd",
+    "RegionsToBraTSLabeld",
+    "ReorderChannelsd",
+    "SaveSegmentationd",
+    "brats_postprocessing",
+    "brats_transforms",
+    "ct_postprocessing",
+    "ct_transforms",
+]

@@ -1,0 +1,183 @@
+"""
+Transform chains shared by every bundle. Bundles pass only what is data-specific (spacing, intensity window,
+patch size); the chain itself lives here.
+
+Networks see ``(C, S-I, R-L, A-P)``: after reorientation to RAS the slice axis is moved first, so E2ENet's
+depth shift and (1, 3, 3) kernels act along and across slices as in the paper. Postprocessing inverts this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAdjustContrastd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropSamplesd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+    Transposed,
+)
+
+from e2enet_monai.transforms.brats import BraTSRegionsd, ReorderChannelsd, RegionsToBraTSLabeld
+from e2enet_monai.transforms.io import SaveSegmentationd
+
+__all__ = ["brats_postprocessing", "brats_transforms", "ct_postprocessing", "ct_transforms", "STAGES"]
+
+STAGES = ("train", "val", "infer")
+SLICE_FIRST = (0, 3, 1, 2)  # (C, X, Y, Z) -> (C, Z, X, Y)
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
+
+
+def _augment(keys: Sequence[str], image_key: str, prob: float, flip_prob: float) -> list:
+    """Flips on each axis; intensity scale/shift, noise, blur and gamma on the image (nnU-Net-like, CPU-cheap)."""
+    flips = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)] if flip_prob > 0 else []
+    return [
+        *flips,
+        RandScaleIntensityd(image_key, factors=0.25, prob=prob),
+        RandShiftIntensityd(image_key, offsets=0.1, prob=prob),
+        RandGaussianNoised(image_key, std=0.05, prob=prob),
+        RandGaussianSmoothd(image_key, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=prob / 2),
+        RandAdjustContrastd(image_key, gamma=(0.7, 1.5), prob=prob),
+    ]
+
+
+def ct_transforms(
+    stage: str,
+    spacing: Sequence[float],
+    intensity_range: Sequence[float],
+    patch_size: Sequence[int] | None = None,
+    num_samples: int = 2,
+    pos_fraction: float = 1 / 3,
+    aug_prob: float = 0.15,
+    flip_prob: float = 0.2,
+) -> Compose:
+    """
+    CT chain: load, channel first, RAS, resample to ``spacing`` (mm, x/y/z), clip ``intensity_range`` (HU) to
+    [0, 1], slice axis first; for ``"train"`` also pad to and crop ``num_samples`` patches of ``patch_size``
+    (``pos_fraction`` of them centred on foreground, as nnU-Net's 33 % oversampling) and augment.
+
+    Args:
+        stage: ``"train"``, ``"val"`` (image and label) or ``"infer"`` (image only).
+        patch_size: ``(S-I, R-L, A-P)`` training patch, required for ``"train"``.
+        aug_prob: probability of each intensity augmentation.
+        flip_prob: probability of mirroring along each axis (0 disables).
+    """
+    _check_stage(stage)
+    keys = ["image"] if stage == "infer" else ["image", "label"]
+    modes = ["bilinear"] if stage == "infer" else ["bilinear", "nearest"]
+    chain = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=spacing, mode=modes),
+        ScaleIntensityRanged("image", a_min=intensity_range[0], a_max=intensity_range[1], b_min=0.0, b_max=1.0,
+                             clip=True),
+        Transposed(keys, indices=SLICE_FIRST),
+    ]
+    if stage == "train":
+        if patch_size is None:
+            raise ValueError("ct_transforms(stage='train') needs patch_size.")
+        neg = max(1.0, round((1 - pos_fraction) / pos_fraction))
+        chain += [
+            SpatialPadd(keys, spatial_size=patch_size),
+            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1.0, neg=neg,
+                                   num_samples=num_samples, image_key="image", image_threshold=0.0),
+            *_augment(keys, "image", aug_prob, flip_prob),
+        ]
+    chain.append(EnsureTyped(keys, track_meta=stage != "train"))
+    return Compose(chain)
+
+
+def brats_transforms(
+    stage: str,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    patch_size: Sequence[int] | None = None,
+    num_samples: int = 1,
+    convention: str = "brats2021",
+    aug_prob: float = 0.15,
+    flip_prob: float = 0.5,
+) -> Compose:
+    """
+    BraTS chain: load the 4 modalities (one file each, or one 4-D file reordered by the case's ``channel_order``)
+    in the order T1c, T1, T2, FLAIR, RAS, resample to ``spacing``, z-score each channel over non-zero voxels,
+    slice axis first; labels become TC/WT/ET channels (:class:`BraTSRegionsd`, ``convention`` unless the case
+    names its own). ``"train"`` adds ``num_samples`` random crops of ``patch_size`` and augmentation.
+    """
+    _check_stage(stage)
+    keys = ["image"] if stage == "infer" else ["image", "label"]
+    modes = ["bilinear"] if stage == "infer" else ["bilinear", "nearest"]
+    chain = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        ReorderChannelsd("image"),
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=spacing, mode=modes),
+        NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        Transposed(keys, indices=SLICE_FIRST),
+    ]
+    if stage != "infer":
+        chain.append(BraTSRegionsd("label", convention=convention))
+    if stage == "train":
+        if patch_size is None:
+            raise ValueError("brats_transforms(stage='train') needs patch_size.")
+        chain += [
+            SpatialPadd(keys, spatial_size=patch_size),
+            RandSpatialCropSamplesd(keys, roi_size=patch_size, num_samples=num_samples, random_size=False),
+            *_augment(keys, "image", aug_prob, flip_prob),
+        ]
+    chain.append(EnsureTyped(keys, track_meta=stage != "train"))
+    return Compose(chain)
+
+
+def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
+                      output_postfix: str = "seg") -> Compose:
+    """Softmax, invert ``preprocessing`` back to the input grid, argmax to a uint8 label map, and (when
+    ``output_dir`` is given) write ``<output_dir>/<case>/<case>_<postfix>.nii.gz`` without overwriting."""
+    chain = [
+        Activationsd("pred", softmax=True),
+        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+        AsDiscreted("pred", argmax=True, dtype="uint8"),
+    ]
+    if output_dir:
+        chain.append(_saver(output_dir, overwrite, output_postfix))
+    return Compose(chain)
+
+
+def brats_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
+                         enhancing_value: int = 3, output_postfix: str = "seg") -> Compose:
+    """Sigmoid, invert ``preprocessing``, threshold the TC/WT/ET channels at 0.5 and turn them into one label
+    map (0 background, 1 necrotic core, 2 edema, ``enhancing_value`` enhancing); optionally write it."""
+    chain = [
+        Activationsd("pred", sigmoid=True),
+        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+        RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
+    ]
+    if output_dir:
+        chain.append(_saver(output_dir, overwrite, output_postfix))
+    return Compose(chain)
+
+
+def _saver(output_dir: str, overwrite: bool, postfix: str) -> SaveSegmentationd:
+    return SaveSegmentationd("pred", output_dir=output_dir, output_postfix=postfix, output_ext=".nii.gz",
+                             output_dtype="uint8", separate_folder=True, resample=False, print_log=False,
+                             overwrite=overwrite)

@@ -1,0 +1,86 @@
+"""Model Zoo checks on the bundle folders (no weights needed): each check is its own test."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2enet_monai.bundle.verify import (
+    OUR_SCHEMA,
+    check_changelog,
+    check_export,
+    check_layout,
+    check_metadata,
+    check_net_in_out,
+    check_properties,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p for p in (ROOT / "bundles").iterdir() if p.is_dir())
+OFFICIAL = ROOT.parent / "shared" / "schemas"
+SCHEMAS = [OUR_SCHEMA, OFFICIAL / "meta_schema_20220324.json", OFFICIAL / "meta_schema_20240725.json"]
+
+
+def test_three_bundles():
+    assert [b.name for b in BUNDLES] == ["e2enet_amos_ct_segmentation", "e2enet_brats_segmentation",
+                                         "e2enet_btcv_segmentation"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda p: p.name)
+def test_metadata_schema(bundle, schema):
+    if not schema.is_file():
+        pytest.skip(f"official schema {schema} is provided beside the checkout in CI only")
+    check_metadata(bundle, schema)
+
+
+def test_our_schema_rejects_incomplete_metadata(tmp_path):
+    bundle = tmp_path / "b"
+    (bundle / "configs").mkdir(parents=True)
+    meta = json.loads((BUNDLES[0] / "configs/metadata.json").read_text())
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    (bundle / "configs/metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="channel_def"):
+        check_metadata(bundle, OUR_SCHEMA)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_layout_and_changelog(bundle):
+    check_layout(bundle)
+    check_changelog(bundle)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_net_in_out(bundle):
+    check_net_in_out(bundle)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_torchscript_export(bundle):
+    assert check_export(bundle).stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_workflow_properties(bundle):
+    check_properties(bundle)
+
+
+def test_bundles_differ_only_in_data_specific_values():
+    """Shared logic lives in the library: the three train configs have the same ids and wiring."""
+    configs = [json.loads((b / "configs/train.json").read_text()) for b in BUNDLES]
+    data_ids = {"intensity_range", "label_convention"}  # CT window vs BraTS label convention
+    assert all(set(c) ^ set(configs[0]) <= data_ids for c in configs)
+    assert len({json.dumps(c["train"]["handlers"]) for c in configs}) == 1
+    assert len({json.dumps(c["validate"]["handlers"]) for c in configs}) == 1
+    for name in ("evaluate.json", "multi_gpu_train.json", "multi_gpu_evaluate.json", "logging.conf"):
+        assert len({(b / "configs" / name).read_text() for b in BUNDLES}) == 1, name
+
+
+def test_verify_tool_exits_zero():
+    schemas = ",".join(str(s) for s in SCHEMAS[1:] if s.is_file())
+    cmd = [sys.executable, str(ROOT / "tools/verify_bundles.py")] + (["--schema", schemas] if schemas else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" ok") >= 3 * 6

@@ -1,0 +1,185 @@
+"""End to end through `python -m monai.bundle run`: train -> evaluate -> inference for every bundle on phantoms."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from e2enet_monai.bundle.demo import DEMO_DATASETS, run_demo
+from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, read_dice_table, run_bundle
+from e2enet_monai.networks import E2ENet
+
+pytestmark = pytest.mark.slow
+NAMES = sorted(DEMO_DATASETS)
+NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """Run each bundle's demo once per session: (workdir, bundle folder, per-class Dice)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            work = tmp_path_factory.mktemp(f"demo_{name}") / "run"
+            table = run_demo(name, work)
+            cache[name] = (work, work / DEMO_DATASETS[name][0], table)
+        return cache[name]
+
+    return get
+
+
+def mean(values):
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trained_bundle_reaches_dice_on_held_out_phantoms(demo, name):
+    _, _, table = demo(name)
+    assert mean(table.values()) >= 0.6, table
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_untrained_network_scores_near_zero(demo, name, tmp_path):
+    work, bundle, _ = demo(name)
+    fresh = tmp_path / bundle.name
+    shutil.copytree(bundle, fresh, ignore=shutil.ignore_patterns("eval"))
+    parser = ConfigParser()
+    parser.read_config(str(fresh / "configs/inference.json"))
+    parser.update(NET)
+    torch.manual_seed(0)
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, fresh / "models/model.pt")
+    overrides = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(work / "data")}
+    run_bundle(fresh, ["train.json", "evaluate.json"], overrides)
+    meta = json.loads((fresh / "configs/metadata.json").read_text())
+    table = read_dice_table(fresh / "eval", meta["network_data_format"]["outputs"]["pred"]["channel_def"])
+    assert mean(table.values()) < 0.15, table
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_is_sparse_at_target_density(demo, name):
+    _, bundle, _ = demo(name)
+    ckpt = torch.load(bundle / "models/model.pt", map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"model", "sparse"}
+    in_ch = 4 if name == "brats" else 1
+    out_ch = {"btcv": 14, "amos": 16, "brats": 3}[name]
+    net = E2ENet(3, in_ch, out_ch, channels=NET["channels"], strides=NET["strides"])
+    net.load_state_dict(ckpt["model"])
+    state = ckpt["model"]
+    for pname in net.mesh_parameter_names():
+        kernels = state[pname].flatten(2).ne(0).any(2)
+        assert int(kernels.sum()) == max(1, round(0.2 * kernels.numel())), pname
+        assert torch.equal(ckpt["sparse"]["masks"][pname], kernels)
+    assert all(not v.is_cuda for v in state.values())
+
+
+def _inputs_and_outputs(work, name):
+    out_dir = work / "segmentations"
+    outputs = sorted(out_dir.rglob("*_seg.nii.gz"))
+    assert len(outputs) == 2
+    pairs = []
+    for out in outputs:
+        case = out.parent.name
+        candidates = [p for p in (work / "data").rglob(f"{case}.nii.gz")]
+        assert len(candidates) == 1, (case, candidates)
+        pairs.append((candidates[0], out))
+    return pairs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_writes_uint8_on_the_input_grid(demo, name):
+    work, _, _ = demo(name)
+    orientations = set()
+    for src, out in _inputs_and_outputs(work, name):
+        img, seg = nib.load(str(src)), nib.load(str(out))
+        assert seg.shape == img.shape[:3]
+        assert np.allclose(seg.affine, img.affine, atol=1e-4)
+        assert seg.get_data_dtype() == np.uint8
+        values = set(np.unique(np.asarray(seg.dataobj)).tolist())
+        assert values - {0} and values <= set(range({"btcv": 14, "amos": 16, "brats": 4}[name]))
+        orientations.add(nib.aff2axcodes(img.affine))
+    assert any(o != ("R", "A", "S") for o in orientations)  # at least one non-RAS input
+    if name != "brats":  # CT phantoms are anisotropic (0.8 x 0.8 x 2.5 mm)
+        assert not np.allclose(nib.load(str(src)).header.get_zooms()[:3], 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_refuses_to_overwrite(demo, name):
+    work, bundle, _ = demo(name)
+    out_dir = work / "segmentations"
+    outputs = sorted(out_dir.rglob("*_seg.nii.gz"))
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    src = [str(s) for s, _ in _inputs_and_outputs(work, name)]
+    if name == "brats":
+        from e2enet_monai.data import brats_image_lists
+
+        src = brats_image_lists(work / "data")[:2]
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": src, "output_dir": str(out_dir)}, check=False)
+    assert proc.returncode != 0 and "already exists" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before
+    run_bundle(bundle, ["inference.json"], {**NET, "datalist": src, "output_dir": str(out_dir), "overwrite": True})
+    assert all(p.stat().st_mtime_ns != before[p] for p in outputs)
+
+
+def test_missing_input_file_is_named(demo, tmp_path):
+    _, bundle, _ = demo("btcv")
+    missing = str(tmp_path / "nope.nii.gz")
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [missing], "output_dir": str(tmp_path)}, check=False)
+    assert proc.returncode != 0 and f"input image {missing} does not exist" in proc.stderr
+
+
+def test_corrupt_input_fails_without_output(demo, tmp_path):
+    work, bundle, _ = demo("btcv")
+    src = sorted((work / "data/RawData/Testing/img").glob("*.nii.gz"))[0]
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    out = tmp_path / "out"
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [str(broken)], "output_dir": str(out)}, check=False)
+    assert proc.returncode != 0 and "broken.nii.gz" in proc.stderr
+    assert not list(out.rglob("*.nii.gz"))
+
+
+def test_brats_wrong_channel_count(demo, tmp_path):
+    work, bundle, _ = demo("brats")
+    from e2enet_monai.data import brats_image_lists
+
+    three = brats_image_lists(work / "data")[0][:3]
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [three], "output_dir": str(tmp_path)}, check=False)
+    assert proc.returncode != 0 and "expects 4 input channel(s), got 3" in proc.stderr
+
+
+def test_unknown_override_key_is_rejected_with_suggestion(demo, tmp_path):
+    work, bundle, _ = demo("btcv")
+    proc = run_bundle(bundle, ["train.json"], {**CPU_DEMO_OVERRIDES, "dataset_dir": str(work / "data"), "epoch": 2},
+                      check=False)
+    assert proc.returncode != 0
+    assert "unknown override(s)" in proc.stderr and "--epoch (did you mean --epochs" in proc.stderr
+
+
+def test_torchrun_two_ranks_on_cpu_writes_one_checkpoint(demo, tmp_path):
+    work, bundle, _ = demo("btcv")
+    ddp = tmp_path / bundle.name
+    shutil.copytree(bundle, ddp, ignore=shutil.ignore_patterns("models", "eval"))
+    overrides = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(work / "data"), "epochs": 1, "epoch_length": 2,
+                 "val_interval": 1}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    from e2enet_monai.bundle.runner import bundle_command
+
+    cmd = bundle_command(ddp, ["train.json", "multi_gpu_train.json"], overrides, launcher)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Epoch: 1/1, Iter: 2/2" in log  # rank 0's StatsHandler; DDP keeps both ranks in lockstep
+    assert log.count("Epoch: 1/1, Iter: 2/2") == 1  # only rank 0 logs
+    assert sorted(p.name for p in (ddp / "models").iterdir()) == ["model.pt"]
