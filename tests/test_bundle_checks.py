@@ -84,3 +84,59 @@ def test_verify_tool_exits_zero():
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count(" ok") >= 3 * 6
+
+
+TINY = {"num_workers": 0, "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "patch_size": [16, 32, 32],
+        "epoch_length": 2, "sparse_update_frequency": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_btcv(tmp_path_factory):
+    from e2enet_monai.data import prepare_dataset, write_synthetic
+
+    data = tmp_path_factory.mktemp("tiny_btcv")
+    write_synthetic("btcv", data, num_train=5, num_test=0, shape=(32, 32, 16))
+    prepare_dataset("btcv", data, data / "datalist.json")
+    return data
+
+
+def _train(data, out, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    bundle = ROOT / "bundles/e2enet_btcv_segmentation"
+    wf = ConfigWorkflow(config_file=str(bundle / "configs/train.json"), workflow_type="train", bundle_root=str(bundle),
+                        dataset_dir=str(data), output_dir=str(out), ckpt_dir=str(out / "models"),
+                        **{**TINY, **overrides})
+    wf.initialize()
+    wf.run()
+    trainer, sparse = wf.parser.get_parsed_content("train#trainer"), wf.parser.get_parsed_content("train#sparse")
+    wf.finalize()
+    return trainer, sparse
+
+
+def test_resume_continues_trainer_schedule_and_masks(tiny_btcv, tmp_path):
+    import torch
+
+    out = tmp_path / "out"
+    _, first = _train(tiny_btcv, out, epochs=1, save_last=True)
+    last = sorted((out / "models").glob("last_checkpoint_*.pt"))
+    assert len(last) == 1
+    saved = torch.load(last[0], map_location="cpu", weights_only=False)
+    assert saved["sparse"]["iteration"] == 2 and saved["trainer"]["iteration"] == 2
+    trainer, resumed = _train(tiny_btcv, tmp_path / "resumed", epochs=2, resume_from=str(last[0]))
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 4
+    assert resumed.sparsity.iteration == 4  # continued from 2, not restarted
+    assert resumed.sparsity.total_iterations == 4
+
+
+def test_train_logs_sparse_updates_to_tensorboard(tiny_btcv, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    _train(tiny_btcv, out, epochs=1)
+    tags = set()
+    for events in out.glob("events*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train_loss", "sparse/death_rate", "sparse/pruned_kernels", "sparse/density/mesh.0.0.up.weight"} <= tags

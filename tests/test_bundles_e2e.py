@@ -77,9 +77,11 @@ def test_checkpoint_is_sparse_at_target_density(demo, name):
     net.load_state_dict(ckpt["model"])
     state = ckpt["model"]
     for pname in net.mesh_parameter_names():
-        kernels = state[pname].flatten(2).ne(0).any(2)
-        assert int(kernels.sum()) == max(1, round(0.2 * kernels.numel())), pname
-        assert torch.equal(ckpt["sparse"]["masks"][pname], kernels)
+        mask = ckpt["sparse"]["masks"][pname]
+        assert int(mask.sum()) == max(1, round(0.2 * mask.numel())), pname
+        nonzero = state[pname].flatten(2).ne(0).any(2)
+        assert not (nonzero & ~mask).any(), pname  # no weight outside the mask
+        assert int(nonzero.sum()) >= 0.9 * int(mask.sum()), pname  # only kernels regrown just before the save are 0
     assert all(not v.is_cuda for v in state.values())
 
 

@@ -16,13 +16,18 @@ SMALL = (32, 32, 12)
 
 
 def test_phantoms_are_deterministic(tmp_path):
-    a = write_synthetic("btcv", tmp_path / "a", num_train=2, num_test=0, shape=SMALL, seed=3)
-    b = write_synthetic("btcv", tmp_path / "b", num_train=2, num_test=0, shape=SMALL, seed=3)
-    c = write_synthetic("btcv", tmp_path / "c", num_train=2, num_test=0, shape=SMALL, seed=4)
+    a = write_synthetic("btcv", tmp_path / "a", num_train=3, num_test=2, shape=SMALL, seed=3)
+    b = write_synthetic("btcv", tmp_path / "b", num_train=3, num_test=2, shape=SMALL, seed=3)
+    c = write_synthetic("btcv", tmp_path / "c", num_train=3, num_test=2, shape=SMALL, seed=4)
     rel = "RawData/Training/img/img0002.nii.gz"
     load = lambda p: np.asarray(nib.load(str(p)).dataobj)  # noqa: E731
     assert np.array_equal(load(a / rel), load(b / rel))
     assert not np.array_equal(load(a / rel), load(c / rel))
+    # every third training case and every second test case are stored flipped (LPS), with matching affines
+    codes = [nib.aff2axcodes(nib.load(str(a / p)).affine) for p in
+             ("RawData/Training/img/img0003.nii.gz", "RawData/Testing/img/img0062.nii.gz",
+              "RawData/Testing/img/img0061.nii.gz")]
+    assert codes == [("L", "P", "S"), ("L", "P", "S"), ("R", "A", "S")]
 
 
 def test_btcv_folds_and_fixed_split(tmp_path):

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 import torch.nn as nn
 from monai.transforms import Activationsd, AsDiscreted, Compose
@@ -17,7 +19,9 @@ __all__ = ["CPUStateDict", "existing", "image_datalist", "make_optimizer", "oneh
 def image_datalist(images: str | os.PathLike | Sequence[str | os.PathLike | Sequence[str]]) -> list[dict]:
     """
     ``[{"image": path}, ...]`` for inference from a path or a list of paths (a BraTS case may be a list of its 4
-    modality files). Every file must exist: a missing one raises FileNotFoundError naming it, before any work.
+    modality files). Every file must exist and be readable to its last voxel, checked before any work: a missing
+    file raises FileNotFoundError and a truncated or corrupt one ValueError, each naming the file (MONAI's loader
+    would fail later without the name).
     """
     items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not items:
@@ -29,6 +33,10 @@ def image_datalist(images: str | os.PathLike | Sequence[str | os.PathLike | Sequ
         for f in files:
             if not Path(f).is_file():
                 raise FileNotFoundError(f"input image {f} does not exist (from the inference datalist).")
+            try:
+                np.asarray(nib.load(str(f)).dataobj)
+            except Exception as e:
+                raise ValueError(f"input image {f} cannot be read as NIfTI ({type(e).__name__}: {e}).") from e
         out.append({"image": str(item) if isinstance(item, (str, os.PathLike)) else [str(f) for f in files]})
     return out
 

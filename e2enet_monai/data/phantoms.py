@@ -171,8 +171,8 @@ def write_btcv(root: str | os.PathLike, num_train: int = 6, num_test: int = 1, s
         _write_ct(image, label, root / "RawData/Training/img" / f"img{cid}.nii.gz",
                   root / "RawData/Training/label" / f"label{cid}.nii.gz", spacing, flip=i % 3 == 2)
     for j in range(num_test):
-        image, _ = ct_phantom(BTCV_LABELS, shape, seed=seed + 1000 + j)
-        _write_ct(image, None, root / "RawData/Testing/img" / f"img{61 + j:04d}.nii.gz", None, spacing, flip=j % 2 == 1)
+        image, label = ct_phantom(BTCV_LABELS, shape, seed=seed + 1000 + j)
+        _write_ct(image, label, root / "RawData/Testing/img" / f"img{61 + j:04d}.nii.gz", None, spacing, flip=j % 2 == 1)
     return root
 
 
@@ -204,31 +204,29 @@ def write_amos(root: str | os.PathLike, num_train: int = 6, num_val: int = 2, nu
     return root
 
 
-def _write_brats_case(case_dir: Path, prefix: str, suffixes: Sequence[str], seed: int, shape, enhancing: int) -> None:
-    image, label = brats_phantom(shape, seed, enhancing)
-    aff = _affine((1.0, 1.0, 1.0), flip_lr=True)  # BraTS files are LPS-like, not RAS
-    for c, suffix in enumerate(suffixes):
-        _save(image[c], aff, case_dir / f"{prefix}-{suffix}.nii.gz" if "-" in prefix else case_dir / f"{prefix}_{suffix}.nii.gz", np.float32)
-    _save(label, aff, case_dir / (f"{prefix}-seg.nii.gz" if "-" in prefix else f"{prefix}_seg.nii.gz"), np.uint8)
+def _write_brats(root: str | os.PathLike, num_cases: int, shape, seed: int, name_format: str, sep: str,
+                 suffixes: Sequence[str], enhancing: int) -> Path:
+    """Case folders ``<name>/<name><sep><suffix>.nii.gz`` (channels in brats_phantom's order T1c, T1, T2, FLAIR)
+    and ``<name><sep>seg.nii.gz``, LPS-like 1 mm affines as BraTS files have."""
+    root = Path(root)
+    aff = _affine((1.0, 1.0, 1.0), flip_lr=True)
+    for i in range(num_cases):
+        name = name_format.format(i)
+        image, label = brats_phantom(shape, seed + i, enhancing)
+        for c, suffix in enumerate(suffixes):
+            _save(image[c], aff, root / name / f"{name}{sep}{suffix}.nii.gz", np.float32)
+        _save(label, aff, root / name / f"{name}{sep}seg.nii.gz", np.uint8)
+    return root
 
 
 def write_brats2021(root: str | os.PathLike, num_cases: int = 6, shape=(64, 64, 48), seed: int = 0) -> Path:
     """``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz`` (enhancing tumour = 4)."""
-    root = Path(root)
-    for i in range(num_cases):
-        name = f"BraTS2021_{i:05d}"
-        # channel order of brats_phantom is T1c, T1, T2, FLAIR
-        _write_brats_case(root / name, name, ("t1ce", "t1", "t2", "flair"), seed + i, shape, 4)
-    return root
+    return _write_brats(root, num_cases, shape, seed, "BraTS2021_{:05d}", "_", ("t1ce", "t1", "t2", "flair"), 4)
 
 
 def write_brats2023(root: str | os.PathLike, num_cases: int = 6, shape=(64, 64, 48), seed: int = 0) -> Path:
     """``BraTS-GLI-XXXXX-000/BraTS-GLI-XXXXX-000-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (enhancing tumour = 3)."""
-    root = Path(root)
-    for i in range(num_cases):
-        name = f"BraTS-GLI-{i:05d}-000"
-        _write_brats_case(root / name, name, ("t1c", "t1n", "t2w", "t2f"), seed + i, shape, 3)
-    return root
+    return _write_brats(root, num_cases, shape, seed, "BraTS-GLI-{:05d}-000", "-", ("t1c", "t1n", "t2w", "t2f"), 3)
 
 
 def write_msd_brain(root: str | os.PathLike, num_cases: int = 6, shape=(64, 64, 48), seed: int = 0) -> Path:

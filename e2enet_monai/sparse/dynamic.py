@@ -188,6 +188,7 @@ class DynamicSparsity:
         self.masks.load_state_dict(state["masks"])
         self.iteration = int(state["iteration"])
         self.generator.set_state(state["generator"])
-        if state.get("total_iterations") is not None:
+        # the length of the run being resumed wins (training may be extended); the saved one only fills a gap
+        if self.total_iterations is None and state.get("total_iterations") is not None:
             self.total_iterations = int(state["total_iterations"])
         self.masks.apply(self.model)

@@ -41,5 +41,4 @@ class SaveSegmentationd(SaveImaged):
         source = meta.get("filename_or_obj")
         if not source:
             return None
-        folder = self.saver.folder_layout
-        return Path(folder.filename(subject=str(source)) + self.saver.output_ext)
+        return Path(self.saver.folder_layout.filename(subject=str(source)))  # the layout adds the extension

@@ -43,9 +43,20 @@ STAGES = ("train", "val", "infer")
 SLICE_FIRST = (0, 3, 1, 2)  # (C, X, Y, Z) -> (C, Z, X, Y)
 
 
-def _check_stage(stage: str) -> None:
+def _load_and_resample(stage: str, spacing: Sequence[float], reorder_channels: bool = False) -> tuple[list, list]:
+    """Keys of the stage and the common head of every chain: load, channel first, (reorder), RAS, resample."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
+    keys = ["image"] if stage == "infer" else ["image", "label"]
+    modes = ["bilinear"] if stage == "infer" else ["bilinear", "nearest"]
+    chain = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        *([ReorderChannelsd("image")] if reorder_channels else []),
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=spacing, mode=modes),
+    ]
+    return keys, chain
 
 
 def _augment(keys: Sequence[str], image_key: str, prob: float, flip_prob: float) -> list:
@@ -82,14 +93,8 @@ def ct_transforms(
         aug_prob: probability of each intensity augmentation.
         flip_prob: probability of mirroring along each axis (0 disables).
     """
-    _check_stage(stage)
-    keys = ["image"] if stage == "infer" else ["image", "label"]
-    modes = ["bilinear"] if stage == "infer" else ["bilinear", "nearest"]
-    chain = [
-        LoadImaged(keys, image_only=True),
-        EnsureChannelFirstd(keys),
-        Orientationd(keys, axcodes="RAS"),
-        Spacingd(keys, pixdim=spacing, mode=modes),
+    keys, chain = _load_and_resample(stage, spacing)
+    chain += [
         ScaleIntensityRanged("image", a_min=intensity_range[0], a_max=intensity_range[1], b_min=0.0, b_max=1.0,
                              clip=True),
         Transposed(keys, indices=SLICE_FIRST),
@@ -123,15 +128,8 @@ def brats_transforms(
     slice axis first; labels become TC/WT/ET channels (:class:`BraTSRegionsd`, ``convention`` unless the case
     names its own). ``"train"`` adds ``num_samples`` random crops of ``patch_size`` and augmentation.
     """
-    _check_stage(stage)
-    keys = ["image"] if stage == "infer" else ["image", "label"]
-    modes = ["bilinear"] if stage == "infer" else ["bilinear", "nearest"]
-    chain = [
-        LoadImaged(keys, image_only=True),
-        EnsureChannelFirstd(keys),
-        ReorderChannelsd("image"),
-        Orientationd(keys, axcodes="RAS"),
-        Spacingd(keys, pixdim=spacing, mode=modes),
+    keys, chain = _load_and_resample(stage, spacing, reorder_channels=True)
+    chain += [
         NormalizeIntensityd("image", nonzero=True, channel_wise=True),
         Transposed(keys, indices=SLICE_FIRST),
     ]

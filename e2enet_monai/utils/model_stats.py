@@ -138,12 +138,16 @@ def cpu_latency_and_memory(
 
 def load_checkpoint_masks(model: nn.Module, checkpoint: str | os.PathLike) -> KernelMasks:
     """
-    Load a checkpoint (``{"model": state_dict}`` or a bare state_dict) into ``model`` and read its kernel masks off
-    the weights of the model's sparse parameters (a kernel is active when any of its weights is non-zero).
+    Load a checkpoint (``{"model": state_dict}`` or a bare state_dict) into ``model`` and return its kernel masks:
+    the saved ones when the checkpoint has them (bundles save ``"sparse"``; a kernel regrown at zero just before
+    the save is active but still all-zero), otherwise read off the weights of the model's sparse parameters (a
+    kernel is active when any of its weights is non-zero).
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    model.load_state_dict(state)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt.get("model", ckpt))
+    saved = ckpt.get("sparse", {}).get("masks") if isinstance(ckpt.get("sparse"), dict) else None
+    if saved:
+        return KernelMasks(saved)
     names = model.mesh_parameter_names() if hasattr(model, "mesh_parameter_names") else []
     return KernelMasks.from_weights(model, names)
 
