@@ -38,6 +38,9 @@ def run_demo(dataset: str = "btcv", workdir: str | os.PathLike = "demo_output", 
     if dataset not in DEMO_DATASETS:
         raise ValueError(f"unknown demo dataset {dataset!r}; choose from {sorted(DEMO_DATASETS)}.")
     bundle_name, kind, sizes, test_glob = DEMO_DATASETS[dataset]
+    if not (REPO_BUNDLES / bundle_name).is_dir():
+        raise FileNotFoundError(f"bundle folder {REPO_BUNDLES / bundle_name} not found: run the demo from a clone of "
+                                f"the repository installed with `pip install -e .`.")
     work = Path(workdir).resolve()
     if work.exists():
         if not overwrite:

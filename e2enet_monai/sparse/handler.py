@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch.nn as nn
 from ignite.engine import Engine, Events
+from monai.engines import Workflow
 from monai.engines.utils import IterationEvents
 
 from e2enet_monai.sparse.dynamic import DynamicSparsity
@@ -69,7 +70,7 @@ class SparseTrainingHandler:
         if self.sparsity is None:
             return
         engine.add_event_handler(Events.STARTED, self._started)
-        monai_events = hasattr(engine, "_allowed_events") and IterationEvents.MODEL_COMPLETED in engine._allowed_events
+        monai_events = isinstance(engine, Workflow)  # MONAI engines always register IterationEvents
         if self.sparsity.mask_gradients:
             if not monai_events:
                 raise ValueError("mask_gradients needs a MONAI trainer (it hooks IterationEvents.BACKWARD_COMPLETED).")
