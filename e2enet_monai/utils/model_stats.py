@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing as mp
 import os
@@ -80,8 +81,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     """The model on the meta device (a copy when the model has real weights, so the caller's stays intact)."""
     if all(p.is_meta for p in model.parameters()):
         return model
-    import copy
-
     return copy.deepcopy(model).to("meta")
 
 
