@@ -6,6 +6,7 @@ from e2enet_monai.bundle.helpers import (
     onehot_postprocessing,
     region_postprocessing,
 )
+from e2enet_monai.bundle.distributed import shutdown_distributed
 from e2enet_monai.bundle.overrides import check_cli_overrides
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "make_optimizer",
     "onehot_postprocessing",
     "region_postprocessing",
+    "shutdown_distributed",
 ]
