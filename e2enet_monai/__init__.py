@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 # bundle configs use "$import e2enet_monai" and then refer to e2enet_monai.<module>.<name>
-from e2enet_monai import bundle, data, losses, networks, sparse, transforms  # noqa: E402,F401
+from e2enet_monai import bundle, data, inferers, losses, networks, sparse, transforms  # noqa: E402,F401

@@ -74,6 +74,8 @@ def test_bundles_differ_only_in_data_specific_values():
     assert all(set(c) ^ set(configs[0]) <= data_ids for c in configs)
     assert len({json.dumps(c["train"]["handlers"]) for c in configs}) == 1
     assert len({json.dumps(c["validate"]["handlers"]) for c in configs}) == 1
+    for name in ("inference_topk.json", "train_topk.json"):  # same ids; values differ in channels and loss only
+        assert len({json.dumps(sorted(json.loads((b / "configs" / name).read_text()))) for b in BUNDLES}) == 1, name
     for name in ("evaluate.json", "multi_gpu_train.json", "multi_gpu_evaluate.json", "logging.conf"):
         assert len({(b / "configs" / name).read_text() for b in BUNDLES}) == 1, name
 
@@ -140,3 +142,22 @@ def test_train_logs_sparse_updates_to_tensorboard(tiny_btcv, tmp_path):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     assert {"train_loss", "sparse/death_rate", "sparse/pruned_kernels", "sparse/density/mesh.0.0.up.weight"} <= tags
+
+
+def test_lowercase_boolean_override_is_rejected_with_the_fix():
+    from e2enet_monai.bundle import check_cli_overrides
+
+    cfg = str(ROOT / "bundles/e2enet_btcv_segmentation/configs/train.json")
+    argv = ["/x/monai/bundle/__main__.py", "run", "--config_file", cfg, "--sparse_training", "false", "--fold", "1"]
+    with pytest.raises(ValueError, match="--sparse_training false -> --sparse_training False"):
+        check_cli_overrides(argv)
+    check_cli_overrides([*argv[:5], "False", "--fold", "1"])  # the capitalised literal is a bool: accepted
+
+
+def test_runner_passes_booleans_as_python_literals():
+    from e2enet_monai.bundle.runner import bundle_command
+
+    cmd = bundle_command(ROOT / "bundles/e2enet_btcv_segmentation", ["train.json"],
+                         {"sparse_training": False, "channels": [8, 16], "overwrite": True})
+    assert cmd[cmd.index("--sparse_training") + 1] == "False" and cmd[cmd.index("--overwrite") + 1] == "True"
+    assert cmd[cmd.index("--channels") + 1] == "[8, 16]"

@@ -185,3 +185,40 @@ def test_torchrun_two_ranks_on_cpu_writes_one_checkpoint(demo, tmp_path):
     assert "Epoch: 1/1, Iter: 2/2" in log  # rank 0's StatsHandler; DDP keeps both ranks in lockstep
     assert log.count("Epoch: 1/1, Iter: 2/2") == 1  # only rank 0 logs
     assert sorted(p.name for p in (ddp / "models").iterdir()) == ["model.pt"]
+
+
+def test_topk_bundle_trains_from_sliding_window_weights_and_infers_on_the_input_grid(demo, tmp_path):
+    """train_topk.json (local network frozen from models/model.pt) -> evaluate -> inference_topk.json."""
+    import hashlib
+
+    from e2enet_monai.bundle.inference_benchmark import TOPK_CPU_OVERRIDES
+
+    work, bundle, table = demo("btcv")
+    topk = tmp_path / bundle.name
+    shutil.copytree(bundle, topk, ignore=shutil.ignore_patterns("eval"))
+    sw_weights = topk / "models/model.pt"
+    sw_hash = hashlib.sha256(sw_weights.read_bytes()).hexdigest()
+    overrides = {**CPU_DEMO_OVERRIDES, **TOPK_CPU_OVERRIDES, "dataset_dir": str(work / "data"), "canvas_size": [64, 96, 96],
+                 "local_checkpoint": str(sw_weights), "epochs": 2, "val_interval": 2}
+    run_bundle(topk, ["train.json", "train_topk.json"], overrides)
+    assert (topk / "models/model_topk.pt").is_file()
+    assert hashlib.sha256(sw_weights.read_bytes()).hexdigest() == sw_hash  # the sliding-window model is untouched
+    ckpt = torch.load(topk / "models/model_topk.pt", map_location="cpu", weights_only=True)
+    sw = torch.load(sw_weights, map_location="cpu", weights_only=True)["model"]
+    for key, value in sw.items():  # frozen local network: exactly the sliding-window weights
+        assert torch.equal(ckpt["model"][f"local_net.{key}"], value), key
+
+    run_bundle(topk, ["train.json", "train_topk.json", "evaluate.json"], overrides)
+    meta = json.loads((topk / "configs/metadata.json").read_text())
+    topk_table = read_dice_table(topk / "eval", meta["network_data_format"]["outputs"]["pred"]["channel_def"])
+    assert mean(topk_table.values()) >= mean(table.values()) - 0.1, (topk_table, table)
+
+    inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
+    net = {**NET, **{k: TOPK_CPU_OVERRIDES[k] for k in ("global_channels", "global_strides")}}
+    out_dir = tmp_path / "seg_topk"
+    run_bundle(topk, ["inference.json", "inference_topk.json"], {**net, "datalist": inputs, "output_dir": str(out_dir)})
+    for src in inputs:
+        case = Path(src).name[: -len(".nii.gz")]
+        seg, img = nib.load(str(out_dir / case / f"{case}_seg.nii.gz")), nib.load(src)
+        assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(seg.dataobj)).tolist()) - {0}

@@ -19,7 +19,7 @@ def main(dataset: str, raw_dir: str, output: str | None = None, seed: int = 0, o
         output: datalist path (default RAW_DIR/datalist.json); paths inside are relative to its folder.
         seed: seed of the fold assignment.
         overwrite: replace an existing datalist.
-        read_data: decompress every file to catch truncated ones (--read_data false checks headers only).
+        read_data: decompress every file to catch truncated ones (--read_data False checks headers only).
     """
     if dataset not in PREPARERS:
         raise SystemExit(f"unknown dataset {dataset!r}; choose from {sorted(PREPARERS)}.")

@@ -24,7 +24,7 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
                               overrides: dict | None = None) -> list[dict]:
     """
     Train the same bundle on the same synthetic data for the same number of iterations twice, dense
-    (``sparse_training false``) and sparse (density 0.2), then evaluate both on the held-out fold. Returns one row
+    (``sparse_training=False``) and sparse (density 0.2), then evaluate both on the held-out fold. Returns one row
     per run: mean Dice, non-zero parameters and FLOPs (measured from the saved checkpoint's masks, at the training
     patch size) and seconds per training iteration.
     """

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
-__all__ = ["CPUStateDict", "existing", "image_datalist", "make_optimizer", "onehot_postprocessing",
+__all__ = ["CPUStateDict", "existing", "image_datalist", "load_weights", "make_optimizer", "onehot_postprocessing",
            "region_postprocessing"]
 
 
@@ -74,7 +74,9 @@ def make_optimizer(params, name: str = "sgd", lr: float = 0.01, weight_decay: fl
     """
     ``"sgd"``: the E2ENet/nnU-Net recipe, SGD with Nesterov momentum 0.99 (for long GPU training).
     ``"adamw"``: AdamW, which converges in far fewer iterations (used for short CPU runs and the demo).
+    Parameters with ``requires_grad=False`` are left out.
     """
+    params = [p for p in params if p.requires_grad]  # frozen sub-networks (e.g. a pretrained local net) stay out
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay)
     if name == "adamw":
@@ -86,3 +88,23 @@ def existing(obj):
     """Return ``obj``: lets a config list an object defined elsewhere (``{"_target_": "...existing", "obj": "@id"}``)
     while every list item stays a ``_target_`` dict, which MONAI's property checks and MONAI Label expect."""
     return obj
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike = "", key: str = "model", freeze: bool = False):
+    """
+    Load ``path`` (a bundle checkpoint ``{key: state_dict}`` or a bare state_dict) into ``module`` when ``path`` is
+    not empty, optionally freeze it, and return it: lets a config start a sub-network (e.g. the local network of
+    ``NMSWNet``) from another bundle's ``models/model.pt``.
+    """
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} not found (config key local_checkpoint).")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else ckpt
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {path} does not fit {type(module).__name__}: missing keys "
+                             f"{missing[:5]}, unexpected keys {unexpected[:5]} (check channels/strides).")
+    if freeze:
+        module.requires_grad_(False)
+    return module

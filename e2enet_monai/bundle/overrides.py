@@ -33,7 +33,8 @@ def _ids(config, prefix: str = "") -> set[str]:
 def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     """
     When running as ``python -m monai.bundle run`` (or under torchrun), raise a ValueError for any ``--key value``
-    override whose key (``#``-separated path) is not an id of the merged config files, with close matches.
+    override whose key (``#``-separated path) is not an id of the merged config files, with close matches, and for
+    a lowercase ``true``/``false`` given to a boolean id (the command line reads it as a truthy string).
     Does nothing when the bundle runs inside another program (MONAI Label, a Python API call).
     """
     argv = list(sys.argv if argv is None else argv)
@@ -58,6 +59,27 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
                            for k, v in hints.items())
         raise ValueError(f"unknown override(s) for this bundle's configs: {detail}. Overrides must name existing "
                          f"config ids; see the bundle's docs/README.md for the documented ones.")
+    config = parser.get()
+    # fire hands "true"/"false" over as strings, which are truthy: a silent `--sparse_training false` that trains sparse
+    lowercase = [k for k in keys if k.replace(".", "#") in known and isinstance(_lookup(config, k), bool)
+                 and values[k].strip() in ("true", "false")]
+    if lowercase:
+        detail = "; ".join(f"--{k} {values[k]} -> --{k} {values[k].strip().capitalize()}" for k in lowercase)
+        raise ValueError(f"boolean override(s) must be written True or False (monai.bundle reads lowercase as a "
+                         f"string, which counts as true): {detail}.")
+
+
+def _lookup(config, key: str):
+    """Value of a ``#``- or ``.``-separated id in a raw config, or None."""
+    node = config
+    for part in key.replace(".", "#").split("#"):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def _config_files(value: str) -> list[str]:

@@ -44,7 +44,9 @@ def bundle_command(bundle: str | os.PathLike, configs: Sequence[str], overrides:
            "--logging_file", str(b / "configs/logging.conf"),
            "--bundle_root", str(b)]
     for key, value in (overrides or {}).items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        # Python literals: fire reads `False` as a bool but `false` as a (truthy) string
+        cmd += [f"--{key}", value if isinstance(value, str) else repr(value) if isinstance(value, bool)
+                else json.dumps(value)]
     return cmd
 
 

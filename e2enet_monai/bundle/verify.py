@@ -18,6 +18,7 @@ OUR_SCHEMA = Path(__file__).with_name("metadata_schema.json")
 REQUIRED_FILES = (
     "LICENSE", "large_files.yml", "configs/metadata.json", "configs/inference.json", "configs/train.json",
     "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/multi_gpu_evaluate.json", "configs/logging.conf",
+    "configs/inference_topk.json", "configs/train_topk.json",
     "docs/README.md", "docs/data_license.txt",
 )
 
@@ -84,7 +85,8 @@ def check_export(bundle: str | os.PathLike, ckpt_file: str | os.PathLike | None 
 
 def check_properties(bundle: str | os.PathLike) -> None:
     """
-    ``ConfigWorkflow(...).initialize()`` then ``check_properties()`` for the train and inference workflows, on a
+    ``ConfigWorkflow(...).initialize()`` then ``check_properties()`` for the train and inference workflows (sliding
+    window and top-k), on a
     tiny phantom dataset in the bundle's raw layout (as the Model Zoo's unit tests do): no required id missing.
     """
     from e2enet_monai.bundle.demo import DEMO_DATASETS
@@ -99,15 +101,19 @@ def check_properties(bundle: str | os.PathLike) -> None:
     small = {k: min(v, 5) if k in ("num_train", "num_cases") else min(v, 1) for k, v in sizes.items()}
     write_synthetic(kind, data, shape=(32, 32, 16), **small)
     prepare_dataset(kind, data, data / "datalist.json")
-    for workflow, config, extra in (("train", "train.json", {"num_workers": 0}),
-                                    ("inference", "inference.json", {"load_pretrain": False})):
-        wf = ConfigWorkflow(config_file=str(b / "configs" / config), meta_file=str(b / "configs/metadata.json"),
+    runs = (("train", ["train.json"], {"num_workers": 0}),
+            ("inference", ["inference.json"], {"load_pretrain": False}),
+            ("train", ["train.json", "train_topk.json"], {"num_workers": 0}),
+            ("inference", ["inference.json", "inference_topk.json"], {"load_pretrain": False}))
+    for workflow, configs, extra in runs:
+        wf = ConfigWorkflow(config_file=[str(b / "configs" / c) for c in configs],
+                            meta_file=str(b / "configs/metadata.json"),
                             workflow_type=workflow, logging_file=str(b / "configs/logging.conf"), bundle_root=str(b),
                             dataset_dir=str(data), **extra)
         wf.initialize()
         missing = wf.check_properties()
         if missing:
-            raise ValueError(f"{bundle}: {workflow} workflow lacks required properties {missing}.")
+            raise ValueError(f"{bundle}: {workflow} workflow of {configs} lacks required properties {missing}.")
         wf.finalize()
 
 

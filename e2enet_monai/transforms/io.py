@@ -32,7 +32,7 @@ class SaveSegmentationd(SaveImaged):
                 target = self._target(data[key])
                 if target is not None and target.exists():
                     raise FileExistsError(
-                        f"{target} already exists; choose another output_dir or pass --overwrite true to replace it."
+                        f"{target} already exists; choose another output_dir or pass --overwrite True to replace it."
                     )
         return super().__call__(data)
 

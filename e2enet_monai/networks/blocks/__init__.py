@@ -1,5 +1,22 @@
 from e2enet_monai.networks.blocks.depth_shift import DepthShift, depth_shift_offsets
 from e2enet_monai.networks.blocks.fusion_node import FusionNode
+from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
+from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, adaptive_k, gumbel_topk, topk_indices
+from e2enet_monai.networks.blocks.score_head import ScoreHead
 from e2enet_monai.networks.blocks.shift_conv import CONV_MODES, ShiftConvBlock
 
-__all__ = ["CONV_MODES", "DepthShift", "FusionNode", "ShiftConvBlock", "depth_shift_offsets"]
+__all__ = [
+    "CONV_MODES",
+    "CandidateGrid",
+    "ClassGate",
+    "ConvFusion",
+    "DepthShift",
+    "FusionNode",
+    "PATCH_FUSIONS",
+    "ScoreHead",
+    "ShiftConvBlock",
+    "adaptive_k",
+    "depth_shift_offsets",
+    "gumbel_topk",
+    "topk_indices",
+]

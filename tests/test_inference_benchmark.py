@@ -1,0 +1,59 @@
+"""The inference benchmark's measuring worker and report, on a tiny phantom with freshly initialised weights."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+
+from e2enet_monai.bundle.demo import REPO_BUNDLES
+from e2enet_monai.bundle.inference_benchmark import _dice, _measure, write_inference_report
+from e2enet_monai.data import write_synthetic
+
+NET = {"channels": [4, 8, 16], "strides": [1, 2, 2], "patch_size": [16, 32, 32]}
+TOPK = {**NET, "global_channels": [4, 8, 16], "global_strides": [1, 2, 2]}
+
+
+def test_dice_counts_classes_present_in_label_or_prediction():
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[:2] = 1
+    pred = label.copy()
+    pred[0, 0, 0] = 2  # a false-positive class scores 0
+    expected = np.mean([2 * 31 / (31 + 32), 0.0])
+    assert abs(_dice(pred, label, 3) - expected) < 1e-9
+
+
+def test_worker_times_both_methods_and_counts_flops(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO_BUNDLES / "e2enet_btcv_segmentation", bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    (bundle / "models").mkdir()
+    for configs, overrides, name in ((["inference.json"], NET, "model.pt"),
+                                     (["inference.json", "inference_topk.json"], TOPK, "model_topk.pt")):
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs" / c) for c in configs])
+        parser.update(overrides)
+        torch.manual_seed(0)
+        torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models" / name)
+    raw = write_synthetic("btcv", tmp_path / "raw", num_train=1, num_test=0, shape=(64, 64, 24))
+    image = sorted((raw / "RawData/Training/img").glob("*.nii.gz"))[0]
+    label = raw / "RawData/Training/label" / image.name.replace("img", "label")
+    rows = []
+    for method, configs, overrides, k in (("sliding window", ["inference.json"], NET, 0),
+                                          ("top-k K=2", ["inference.json", "inference_topk.json"],
+                                           {**TOPK, "topk_k": 2}, 2)):
+        spec = {"method": method, "bundle": str(bundle), "configs": configs, "overrides": overrides, "k": k,
+                "output_dir": str(tmp_path / "out" / str(k)), "cases": [(str(image), str(label))], "threads": 1,
+                "in_channels": 1}
+        res = _measure(spec)
+        seg = list((tmp_path / "out" / str(k)).rglob("*_seg.nii.gz"))
+        assert len(seg) == 1 and nib.load(seg[0]).shape == nib.load(image).shape  # the whole pipeline wrote it
+        assert 0 <= res["rows"][0]["dice"] <= 1 and res["rows"][0]["network_s"] <= res["rows"][0]["pipeline_s"]
+        rows.append({"method": method, "patches": res["patches"], "windows": res["windows"], "gflops": res["flops"] / 1e9,
+                     "pipeline_s": res["rows"][0]["pipeline_s"], "network_s": res["rows"][0]["network_s"],
+                     "peak_mib": res["peak_mib"], "dice": res["rows"][0]["dice"]})
+    assert rows[1]["patches"] == 2 and rows[0]["patches"] == rows[0]["windows"] > 2
+    assert rows[1]["gflops"] < rows[0]["gflops"]  # 2 local patches + a small global pass < every window
+    md, js, *_ = write_inference_report(rows, tmp_path / "report", "header")
+    assert "| top-k K=2 | 2 |" in md.read_text() and json.loads(js.read_text())[1]["patches"] == 2

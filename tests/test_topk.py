@@ -1,0 +1,186 @@
+"""Top-k patch segmentation: candidate grid, selection, NMSWNet training forward, TopKPatchInferer."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data.utils import dense_patch_slices
+from monai.inferers import SlidingWindowInferer
+from monai.inferers.utils import _get_scan_interval
+from monai.networks.nets import SegResNet
+
+from e2enet_monai.inferers import TopKPatchInferer
+from e2enet_monai.losses import TopKPatchLoss
+from e2enet_monai.networks import E2ENet, NMSWNet
+from e2enet_monai.networks.blocks import CandidateGrid, adaptive_k, gumbel_topk, topk_indices
+from e2enet_monai.networks.nets import upsample_region
+
+ROI = (16, 16, 16)
+C = 3
+
+
+def tiny_e2enet(in_channels=1):
+    return E2ENet(3, in_channels, C, channels=[4, 8, 16], strides=[1, 2, 2], deep_supervision=False)
+
+
+def make_model(k=3, fusion="gate", local=None, **kwargs):
+    torch.manual_seed(0)
+    glob = tiny_e2enet()
+    return NMSWNet(glob, local or tiny_e2enet(), C, ROI, k=k, downsample=2, global_divisor=glob.divisor,
+                   feature_layer="mesh.1.0", feature_channels=4, fusion=fusion, **kwargs)
+
+
+@pytest.mark.parametrize("size", [(37, 40, 29), (16, 16, 16), (33, 17, 50)])
+def test_candidate_grid_is_the_sliding_window_grid(size):
+    grid = CandidateGrid.build(size, ROI, 0.5)
+    expected = dense_patch_slices(size, ROI, _get_scan_interval(size, ROI, 3, (0.5,) * 3))
+    assert sorted(grid.slices(i) for i in range(len(grid))) == sorted(expected)
+    assert len(grid) == len(expected) and grid.origins() == [tuple(s.start for s in grid.slices(i))
+                                                               for i in range(len(grid))]
+    for i in range(len(grid)):  # inside the volume, also for sizes not divisible by the patch
+        assert all(0 <= s.start and s.stop <= n for s, n in zip(grid.slices(i), size))
+
+
+def test_candidate_grid_rejects_volume_smaller_than_patch():
+    with pytest.raises(ValueError, match="at least as large"):
+        CandidateGrid.build((10, 40, 40), ROI)
+
+
+def test_topk_indices_are_the_highest_scores_with_stable_ties():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.9, -1.0]])
+    assert topk_indices(scores, 3).tolist() == [[1, 3, 2]]
+
+
+def test_gumbel_topk_straight_through_weights_and_no_noise_equals_topk():
+    scores = torch.randn(2, 20, requires_grad=True)
+    idx, w = gumbel_topk(scores, 5, noise=False)
+    assert torch.equal(idx, topk_indices(scores.detach(), 5))
+    assert torch.equal(w.detach(), torch.ones(2, 5))  # forward value exactly 1
+    w.sum().backward()
+    assert scores.grad.abs().sum() > 0  # gradient of the soft probabilities
+    g = torch.Generator().manual_seed(3)
+    idx2, _ = gumbel_topk(scores.detach(), 5, generator=g)
+    assert all(len(set(row.tolist())) == 5 for row in idx2)  # no candidate twice
+
+
+def test_adaptive_k_respects_mass_and_bounds():
+    scores = torch.tensor([[10.0, 9.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 6])
+    assert adaptive_k(scores, 0.9) == [2, 6]  # peaked row: 2 cells hold 90 %; flat row needs all
+    assert adaptive_k(scores, 0.9, k_min=3, k_max=4) == [3, 4]
+    with pytest.raises(ValueError, match="k_min"):
+        adaptive_k(scores, 0.5, k_min=5, k_max=2)
+
+
+def test_upsample_region_equals_full_upsampling_cropped():
+    coarse = torch.randn(1, 2, 9, 11, 7)
+    full = F.interpolate(coarse, scale_factor=3, mode="trilinear", align_corners=False)
+    for origin in [(0, 0, 0), (5, 13, 2), (11, 17, 5)]:
+        size = (16, 16, 16)
+        box = full[(..., *(slice(o, o + s) for o, s in zip(origin, size)))]
+        assert torch.allclose(upsample_region(coarse, origin, size, 3), box, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(37, 40, 29), (12, 20, 16)])
+def test_all_patches_with_patch_only_gate_equal_sliding_window(size):
+    model = make_model().eval()
+    with torch.no_grad():
+        model.fusion.weight.fill_(100.0)  # sigmoid(100) == 1: the fused output is the patch branch
+    x = torch.rand(1, 1, *size)
+    topk = TopKPatchInferer(ROI, overlap=0.5, k=10**6, downsample=2, patch_batch_size=4)(x, model)
+    sw = SlidingWindowInferer(ROI, sw_batch_size=4, overlap=0.5, mode="gaussian")(x, model.local_net)
+    assert topk.shape == (1, C, *size)
+    assert torch.allclose(topk, sw, atol=1e-5)
+
+
+def test_topk_mode_is_deterministic_and_picks_the_best_allowed_candidates():
+    model = make_model(k=4).eval()
+    x = torch.rand(2, 1, 37, 40, 29)
+    inferer = TopKPatchInferer(ROI, k=4, downsample=2)
+    first = inferer(x, model)
+    selection = [sel for sel, _ in inferer.last_selection]
+    assert torch.equal(first, inferer(x, model))
+    grid = inferer.last_selection[0][1]
+    with torch.no_grad():
+        coarse, feature = model.global_forward(x)
+        scores = model.candidate_scores(coarse, feature, grid)
+    for b in range(2):
+        assert selection[b] == sorted(topk_indices(scores[b : b + 1], 4)[0].tolist())
+    assert model(x).shape == first.shape and torch.equal(model(x), first)  # eval forward = default inferer
+
+
+def test_background_mask_never_leaves_fewer_than_k(monkeypatch):
+    model = make_model(k=5).eval()
+    x = torch.rand(1, 1, 37, 40, 29)
+    coarse, feature = model.global_forward(x)
+    background = torch.zeros_like(coarse)
+    background[:, 0] = 1.0  # the global network predicts background everywhere: every candidate is masked
+    grid = CandidateGrid.build(x.shape[2:], ROI)
+    assert (model.candidate_scores(background, feature, grid) < -1e3).all()
+    monkeypatch.setattr(model, "global_forward", lambda image: (background, feature))
+    inferer = TopKPatchInferer(ROI, k=5, downsample=2)
+    out = inferer(x, model)
+    assert len(inferer.last_selection[0][0]) == 5 and out.shape == (1, C, 37, 40, 29)
+
+
+def test_sample_mode_is_seeded_and_adaptive_k_is_bounded():
+    model = make_model().eval()
+    x = torch.rand(1, 1, 37, 40, 29)
+    a = TopKPatchInferer(ROI, k=3, downsample=2, mode="sample", seed=1)
+    b = TopKPatchInferer(ROI, k=3, downsample=2, mode="sample", seed=1)
+    assert torch.equal(a(x, model), b(x, model))
+    adaptive = TopKPatchInferer(ROI, downsample=2, mass=0.999, k_min=2, k_max=6)
+    adaptive(x, model)
+    assert 2 <= len(adaptive.last_selection[0][0]) <= 6
+
+
+def test_inferer_rejects_plain_networks_and_mismatched_settings():
+    model = make_model().eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    with pytest.raises(TypeError, match="SlidingWindowInferer"):
+        TopKPatchInferer(ROI, downsample=2)(x, model.local_net)
+    with pytest.raises(ValueError, match="downsample=3 differs"):
+        TopKPatchInferer(ROI, downsample=3)(x, model)
+
+
+def test_training_gathers_only_selected_patches_and_gradients_reach_scores_through_selection():
+    model = make_model(k=3, random_patches=1).train()
+    seen = []
+    model.local_net.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    x = torch.rand(2, 1, 32, 40, 40)
+    y = torch.randint(0, C, (2, 1, 32, 40, 40))
+    out = model(x, y)
+    assert seen == [2 * (3 + 1)]  # K picks + 1 random patch per volume, never all candidates
+    assert out["pred"].shape == (2, C, 32, 40, 40) and out["local"].shape == (8, C, *ROI)
+    # only the aggregated and local terms: the score head and the global network get gradients through the picks
+    loss_fn = TopKPatchLoss(downsample=2)
+    local_label = torch.stack([y[(b, slice(None), *(slice(o, o + r) for o, r in zip(org, ROI)))]
+                               for b, org in out["local_boxes"]])
+    (loss_fn.loss(out["pred"], y) + loss_fn.loss(out["local"], local_label)).backward()
+    assert model.score_head.net[-1].weight.grad.abs().sum() > 0
+    assert sum(p.grad.abs().sum() for p in model.global_net.parameters() if p.grad is not None) > 0
+    assert model.fusion.weight.grad.abs().sum() > 0
+
+
+def test_full_loss_trains_and_works_with_other_monai_segmenters():
+    local = SegResNet(spatial_dims=3, in_channels=1, out_channels=C, init_filters=8, blocks_down=(1, 1),
+                      blocks_up=(1,))
+    model = make_model(k=2, fusion="conv", local=local).train()
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, 32, 32, 32)
+    y = (x > 0.5).long() + (x > 0.8).long()
+    loss_fn = TopKPatchLoss(downsample=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn(model(x, y), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert model.eval()(x).shape == (1, C, 32, 32, 32)
+
+
+def test_training_input_smaller_than_patch_is_a_clear_error():
+    model = make_model().train()
+    with pytest.raises(ValueError, match="at least roi_size"):
+        model(torch.rand(1, 1, 8, 32, 32))
