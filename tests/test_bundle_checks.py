@@ -82,10 +82,11 @@ def test_bundles_differ_only_in_data_specific_values():
 
 def test_verify_tool_exits_zero():
     schemas = ",".join(str(s) for s in SCHEMAS[1:] if s.is_file())
-    cmd = [sys.executable, str(ROOT / "tools/verify_bundles.py")] + (["--schema", schemas] if schemas else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # one bundle through the CLI; the checks themselves run on every bundle in the tests above
+    cmd = [sys.executable, str(ROOT / "tools/verify_bundles.py"), "--bundles", str(BUNDLES[0])]
+    out = subprocess.run(cmd + (["--schema", schemas] if schemas else []), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count(" ok") >= 3 * 6
+    assert out.stdout.count(" ok") >= 6
 
 
 TINY = {"num_workers": 0, "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "patch_size": [16, 32, 32],

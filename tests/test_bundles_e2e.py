@@ -222,3 +222,22 @@ def test_topk_bundle_trains_from_sliding_window_weights_and_infers_on_the_input_
         seg, img = nib.load(str(out_dir / case / f"{case}_seg.nii.gz")), nib.load(src)
         assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) - {0}
+
+
+def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_path):
+    """CI-trained demo weights -> release zip + index on 127.0.0.1 -> download by name -> same segmentation."""
+    from e2enet_monai.bundle import download, package_bundle
+
+    work, bundle, _ = demo("btcv")
+    site, url = server
+    package_bundle(bundle, site, base_url=url, index=site / "index.json")
+    fetched = download(bundle.name, index_url=f"{url}/index.json", bundle_dir=tmp_path / "downloaded")
+    assert (fetched / "models/model.pt").read_bytes() == (bundle / "models/model.pt").read_bytes()
+    inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
+    out_dir = tmp_path / "seg"
+    run_bundle(fetched, ["inference.json"], {**NET, "datalist": inputs, "output_dir": str(out_dir)})
+    for src in inputs:
+        case = Path(src).name[: -len(".nii.gz")]
+        mine = np.asarray(nib.load(str(out_dir / case / f"{case}_seg.nii.gz")).dataobj)
+        demo_seg = np.asarray(nib.load(str(work / "segmentations" / case / f"{case}_seg.nii.gz")).dataobj)
+        assert np.array_equal(mine, demo_seg), case

@@ -9,15 +9,21 @@ from e2enet_monai.bundle.helpers import (
     region_postprocessing,
 )
 from e2enet_monai.bundle.overrides import check_cli_overrides
+from e2enet_monai.bundle.packaging import package_bundle, update_index
+from e2enet_monai.bundle.remote import BundleDownloadError, download
 
 __all__ = [
+    "BundleDownloadError",
     "CPUStateDict",
     "check_cli_overrides",
+    "download",
     "existing",
     "image_datalist",
     "load_weights",
     "make_optimizer",
     "onehot_postprocessing",
+    "package_bundle",
     "region_postprocessing",
     "shutdown_distributed",
+    "update_index",
 ]

@@ -1,0 +1,114 @@
+"""Set up and start a MONAI Label server (``monaibundle`` app) serving this project's bundles, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command", "setup_app"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# MONAI Label 0.8.5 does not import beside the CPU torch 2.13 (its torchvision fails); this set works together
+MONAILABEL_REQUIREMENTS = (
+    ["torch==2.14.1", "torchvision==0.29.1", "monai==1.6.1", "monailabel==0.8.5"],
+    ["pydicom>=2.4.4,<3", "dicomweb-client==0.59.3"],
+)
+APP_PATCH = Path(__file__).with_name("monailabel_app") / "e2enet_infer.py"
+STOCK_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
+
+
+def default_venv() -> Path:
+    """``$E2ENET_MONAILABEL_VENV`` or ``~/.cache/e2enet-monai/monailabel-venv`` (outside any clone, reused)."""
+    env = os.environ.get("E2ENET_MONAILABEL_VENV")
+    return Path(env) if env else Path.home() / ".cache/e2enet-monai/monailabel-venv"
+
+
+def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = sys.executable) -> Path:
+    """
+    Return a virtual environment with MONAI Label 0.8.5, creating it (about 2 minutes and 8 GB from PyPI) when it
+    does not have ``bin/monailabel`` yet. It is separate from the project's environment on purpose (see
+    :data:`MONAILABEL_REQUIREMENTS`).
+    """
+    venv = Path(venv) if venv else default_venv()
+    if (venv / "bin/monailabel").is_file():
+        return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
+    for requirements in MONAILABEL_REQUIREMENTS:
+        subprocess.run(pip + list(requirements), check=True)
+    return venv
+
+
+def _set_ids(config_file: Path, values: Mapping[str, object]) -> None:
+    """Replace the values of top-level ids of a JSON config that exist in it (the server cannot take overrides)."""
+    config = json.loads(config_file.read_text())
+    changed = {k: v for k, v in values.items() if k in config}
+    if changed:
+        config.update(changed)
+        config_file.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], venv: str | os.PathLike | None = None,
+              values: Mapping[str, object] | None = None, overwrite: bool = False) -> Path:
+    """
+    Build ``app_dir`` from MONAI Label's stock ``monaibundle`` sample app (shipped inside the MONAI Label
+    environment), with each bundle copied to ``<app_dir>/model/<name>`` and our one-class extension that takes the
+    label names of a post-processed label map (the BraTS bundle) from the bundle's metadata.
+
+    Args:
+        app_dir: app folder to create.
+        bundles: bundle folders; each needs ``models/model.pt`` (MONAI Label ignores bundles without weights).
+        venv: MONAI Label environment (default :func:`default_venv`).
+        values: config ids to set in the copies' ``inference.json`` and ``train.json`` where they exist (MONAI Label
+            cannot pass overrides), e.g. ``{"epoch_length": 20}`` or a CPU-sized network.
+        overwrite: replace an existing ``app_dir``.
+    """
+    app = Path(app_dir)
+    stock = Path(venv if venv else default_venv()) / "monailabel/sample-apps/monaibundle"
+    if not (stock / "main.py").is_file():
+        raise FileNotFoundError(f"MONAI Label's monaibundle app not found at {stock}: create the environment with "
+                                f"`python tools/monailabel_app.py install` first.")
+    if app.exists():
+        if not overwrite:
+            raise FileExistsError(f"{app} exists; pass overwrite=True (--overwrite True) to rebuild it.")
+        shutil.rmtree(app)
+    missing = [str(b) for b in bundles if not (Path(b) / "models/model.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no models/model.pt in {missing}: MONAI Label would silently ignore these bundles; "
+                                f"train them (python tools/demo.py) or download released weights first.")
+    shutil.copytree(stock, app, ignore=shutil.ignore_patterns("__pycache__"))
+    main = app / "main.py"
+    text = main.read_text()
+    if STOCK_IMPORT not in text:
+        raise RuntimeError(f"{main} no longer imports BundleInferTask as expected ({STOCK_IMPORT!r}); this MONAI "
+                           f"Label version is not supported (tested: 0.8.5).")
+    main.write_text(text.replace(STOCK_IMPORT, "from lib.infers.e2enet_infer import BundleInferTask"))
+    shutil.copy2(APP_PATCH, app / "lib/infers/e2enet_infer.py")
+    for bundle in bundles:
+        dest = app / "model" / Path(bundle).name
+        shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("eval", "__pycache__"))
+        for name in ("inference.json", "train.json"):
+            _set_ids(dest / "configs" / name, values or {})
+    return app
+
+
+def server_command(app_dir: str | os.PathLike, studies: str | os.PathLike, models: Sequence[str], port: int = 8000,
+                   venv: str | os.PathLike | None = None, host: str = "127.0.0.1") -> tuple[list[str], dict]:
+    """
+    Command line and environment that start the server offline: ``zoo_source github`` (use the local bundle
+    folders, no model-zoo listing), ``sam2 false``, and this repository on ``PYTHONPATH`` so the bundles' configs
+    can ``import e2enet_monai``.
+    """
+    venv = Path(venv) if venv else default_venv()
+    cmd = [str(venv / "bin/monailabel"), "start_server", "--app", str(app_dir), "--studies", str(studies),
+           "--host", host, "--port", str(port), "--conf", "models", ",".join(models),
+           "--conf", "zoo_source", "github", "--conf", "sam2", "false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return cmd, env

@@ -1,0 +1,40 @@
+"""
+Copied by ``tools/monailabel_app.py`` into a MONAI Label ``monaibundle`` app as ``lib/infers/e2enet_infer.py``; runs in
+MONAI Label's own environment (it imports ``monailabel``, which ``e2enet_monai`` itself never does).
+
+MONAI Label names a bundle's labels after ``network_data_format.outputs.<first>.channel_def``, i.e. the network's
+output channels. For a sigmoid model such as the BraTS bundle those are the TC/WT/ET regions, not the values of the
+label map its postprocessing writes (1 necrotic core, 2 edema, 3 or 4 enhancing). Our bundles describe that label
+map under ``network_data_format.post_processed_outputs``; this task takes the labels from there when present and
+otherwise behaves as MONAI Label's ``BundleInferTask``.
+
+It also works around a clash between MONAI 1.6's ``Spacingd`` and MONAI Label: ``Spacingd`` treats every key
+starting with ``image_`` as a metadata dict and calls ``.update`` on it, and MONAI Label puts the string
+``image_path`` in the request, so any bundle resampling ``image`` fails; ``image_path`` is set aside during the
+pre-transforms.
+"""
+
+import json
+import os
+
+from monailabel.tasks.infer.bundle import BundleInferTask as _MonaiLabelBundleInferTask
+
+
+class BundleInferTask(_MonaiLabelBundleInferTask):
+    def __init__(self, path, conf, **kwargs):
+        super().__init__(path, conf, **kwargs)
+        if not self.valid:
+            return
+        with open(os.path.join(path, "configs", self.const.metadata_json())) as f:
+            post = json.load(f).get("network_data_format", {}).get("post_processed_outputs")
+        if post:
+            _, label_map = next(iter(post.items()))
+            self.labels = {name.lower(): int(value) for value, name in label_map.get("channel_def", {}).items()
+                           if name.lower() != "background"}
+
+    def run_pre_transforms(self, data, transforms):
+        path = data.pop("image_path", None)
+        data = super().run_pre_transforms(data, transforms)
+        if path is not None:
+            data["image_path"] = path
+        return data

@@ -1,0 +1,169 @@
+"""A real MONAI Label server (monaibundle app, its own environment) serving and training the three bundles."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from e2enet_monai.bundle.demo import REPO_BUNDLES
+from e2enet_monai.bundle.label_app import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.data import write_synthetic
+from e2enet_monai.data.phantoms import brats_phantom
+
+pytestmark = pytest.mark.slow
+CT = ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation"]
+BRATS = ["e2enet_brats_segmentation"]
+# baked into the served copies: a CPU-sized network and 2-iteration epochs
+VALUES = {"channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "patch_size": [32, 48, 48], "epoch_length": 2,
+          "num_samples": 1, "num_workers": 0, "cache_rate": 0.0, "optimizer_name": "adamw", "learning_rate": 0.01,
+          "sparse_update_frequency": 1}
+# what annotators draw in MONAI Label is the served label map (enhancing tumour 3), so BraTS trains on that convention
+BRATS_VALUES = {"label_convention": "brats2023"}
+
+
+@pytest.fixture(scope="module")
+def venv():
+    return ensure_monailabel_venv()  # built once (about 2 minutes) and reused from outside the clone
+
+
+def _bundles_with_weights(root: Path, names: list[str]) -> list[Path]:
+    out = []
+    for name in names:
+        bundle = root / name
+        shutil.copytree(REPO_BUNDLES / name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs/inference.json"))
+        parser.update({k: v for k, v in VALUES.items() if k in parser.get()})
+        torch.manual_seed(0)
+        (bundle / "models").mkdir()
+        torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models/model.pt")
+        out.append(bundle)
+    return out
+
+
+def _studies(root: Path, kind: str) -> Path:
+    """MONAI Label datastore: images in the folder, final labels in labels/final with the same names."""
+    studies = root / "studies"
+    (studies / "labels/final").mkdir(parents=True)
+    if kind == "ct":
+        raw = write_synthetic("btcv", root / "raw", num_train=3, num_test=0, shape=(64, 64, 24))
+        for i, img in enumerate(sorted((raw / "RawData/Training/img").glob("*.nii.gz"))):
+            shutil.copy(img, studies / f"case{i}.nii.gz")
+            shutil.copy(raw / "RawData/Training/label" / img.name.replace("img", "label"),
+                        studies / "labels/final" / f"case{i}.nii.gz")
+    else:  # one 4-D file per case, channels in the bundle's input order T1c, T1, T2, FLAIR; the served label values
+        for i in range(3):
+            image, label = brats_phantom((48, 48, 32), seed=i, enhancing_value=3)
+            affine = np.diag([1.0, 1.0, 1.0, 1.0])
+            nib.save(nib.Nifti1Image(np.moveaxis(image, 0, -1).astype(np.float32), affine), studies / f"case{i}.nii.gz")
+            nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), studies / "labels/final" / f"case{i}.nii.gz")
+    return studies
+
+
+def _request(url: str, method: str = "GET", body: dict | None = None, timeout: float = 600):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as response:
+        return response.read()
+
+
+def _multipart_params(url: str) -> bytes:
+    """POST an empty multipart form (the /infer endpoint's format) and return the raw response."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n--{boundary}--\r\n").encode()
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=600) as response:
+        return response.read()
+
+
+class Server:
+    def __init__(self, tmp: Path, venv: Path, names: list[str], kind: str, port: int):
+        self.studies = _studies(tmp, kind)
+        bundles = _bundles_with_weights(tmp / "src", names)
+        self.app = setup_app(tmp / "app", bundles, venv, values={**VALUES, **(BRATS_VALUES if kind == "brats" else {})})
+        cmd, env = server_command(self.app, self.studies, names, port, venv)
+        self.log = open(tmp / "server.log", "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = tmp / "server.log"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"MONAI Label server exited:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                self.info = json.loads(_request(f"{self.url}/info/", timeout=5))
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(2)
+        self.stop()
+        raise RuntimeError(f"MONAI Label server did not answer in 300 s:\n{self.log_path.read_text()[-4000:]}")
+
+    def infer(self, model: str, image: str) -> nib.Nifti1Image:
+        data = _multipart_params(f"{self.url}/infer/{model}?image={image}&output=image")
+        path = self.app.parent / f"{model}_{uuid.uuid4().hex}.nii.gz"
+        path.write_bytes(data)
+        return nib.load(str(path))
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _expected_labels(name: str) -> dict:
+    meta = json.loads((REPO_BUNDLES / name / "configs/metadata.json").read_text())["network_data_format"]
+    outputs = meta.get("post_processed_outputs") or meta["outputs"]
+    channel_def = next(iter(outputs.values()))["channel_def"]
+    return {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
+
+
+@pytest.mark.parametrize("kind,names", [("ct", CT), ("brats", BRATS)], ids=["ct", "brats"])
+def test_monailabel_serves_and_trains_bundles(venv, tmp_path, kind, names):
+    server = Server(tmp_path, venv, names, kind, _free_port())
+    try:
+        for name in names:  # /info/: every bundle with its label names and values (BraTS: the label map)
+            assert server.info["models"][name]["labels"] == _expected_labels(name), server.info["models"][name]
+        if kind == "brats":
+            assert server.info["models"][names[0]]["labels"] == {"necrotic tumor core": 1, "peritumoral edema": 2,
+                                                                 "enhancing tumor": 3}
+        image = nib.load(str(server.studies / "case0.nii.gz"))
+        for name in names:
+            before = server.infer(name, "case0")
+            assert before.shape[:3] == image.shape[:3] and np.allclose(before.affine, image.affine, atol=1e-4)
+            assert set(np.unique(np.asarray(before.dataobj)).astype(int)) <= {0, *_expected_labels(name).values()}
+            weights = server.app / "model" / name / "models/model.pt"
+            old = hashlib.sha256(weights.read_bytes()).hexdigest()
+            _request(f"{server.url}/train/{name}?run_sync=true", "POST",
+                     {"max_epochs": 1, "val_split": 0.5, "multi_gpu": False, "device": "cpu"})
+            assert hashlib.sha256(weights.read_bytes()).hexdigest() != old  # training wrote new weights
+            after = server.infer(name, "case0")  # served from the new weights
+            assert after.shape == before.shape
+            assert not np.array_equal(np.asarray(after.dataobj), np.asarray(before.dataobj))
+    except Exception:
+        print(server.log_path.read_text()[-6000:])
+        raise
+    finally:
+        server.stop()
