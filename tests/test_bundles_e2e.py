@@ -241,3 +241,37 @@ def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_
         mine = np.asarray(nib.load(str(out_dir / case / f"{case}_seg.nii.gz")).dataobj)
         demo_seg = np.asarray(nib.load(str(work / "segmentations" / case / f"{case}_seg.nii.gz")).dataobj)
         assert np.array_equal(mine, demo_seg), case
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_topk_runs_for_every_bundle_on_the_input_grid(name, tmp_path):
+    """inference.json + inference_topk.json through monai.bundle, fresh top-k weights, outputs on each input's grid."""
+    from e2enet_monai.bundle.demo import REPO_BUNDLES
+    from e2enet_monai.bundle.inference_benchmark import TOPK_CPU_OVERRIDES
+    from e2enet_monai.data import brats_image_lists, write_synthetic
+
+    bundle_name, kind, _, test_glob = DEMO_DATASETS[name]
+    bundle = tmp_path / bundle_name
+    shutil.copytree(REPO_BUNDLES / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    net = {**NET, **{k: TOPK_CPU_OVERRIDES[k] for k in ("global_channels", "global_strides")}}
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs/inference.json"), str(bundle / "configs/inference_topk.json")])
+    parser.update(net)
+    torch.manual_seed(0)
+    (bundle / "models").mkdir()
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models/model_topk.pt")
+    sizes = {"num_cases": 2} if kind.startswith("brats") else {"num_train": 0, "num_test": 2}
+    if kind == "amos":
+        sizes = {"num_train": 0, "num_val": 0, "num_test": 2, "num_mri": 0}
+    raw = tmp_path / "raw"
+    write_synthetic(kind, raw, shape=(64, 64, 24) if name != "brats" else (40, 40, 32), **sizes)
+    inputs = brats_image_lists(raw) if test_glob is None else sorted(str(p) for p in raw.glob(test_glob))
+    out = tmp_path / "out"
+    run_bundle(bundle, ["inference.json", "inference_topk.json"], {**net, "datalist": inputs, "output_dir": str(out)})
+    segs = sorted(out.rglob("*_seg.nii.gz"))
+    assert len(segs) == 2
+    for src, seg in zip(inputs, segs):
+        first = src[0] if isinstance(src, list) else src
+        img, out_img = nib.load(first), nib.load(str(seg))
+        assert out_img.shape == img.shape[:3] and np.allclose(out_img.affine, img.affine, atol=1e-4)
+        assert out_img.get_data_dtype() == np.uint8
