@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
+
+from e2enet_monai.utils.io import atomic_write, atomic_write_bytes
 
 __all__ = ["package_bundle", "sha256_of", "update_index"]
 
@@ -23,17 +24,6 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bundle_files(root: Path) -> list[Path]:
@@ -97,10 +87,9 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
 
     files = _bundle_files(root)
     weights = [(f.relative_to(root).as_posix(), sha256_of(f)) for f in files if f.relative_to(root).parts[0] == "models"]
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+
+    def write_zip(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for path in files:
                 rel = path.relative_to(root).as_posix()
                 info = zipfile.ZipInfo(f"{name}/{rel}", date_time=FIXED_TIME)
@@ -108,14 +97,10 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
                 info.compress_type = zipfile.ZIP_DEFLATED
                 data = _large_files_yml(name, version, weights, base_url) if rel == "large_files.yml" else path.read_bytes()
                 zf.writestr(info, data, compresslevel=6)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(target, write_zip)
     for rel, _ in weights:  # the large files, served next to the zip
-        dest = out / f"{name}_v{version}" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(dest, (root / rel).read_bytes())
+        atomic_write_bytes(out / f"{name}_v{version}" / rel, (root / rel).read_bytes())
     entry = {
         "name": name,
         "version": version,
@@ -141,6 +126,5 @@ def update_index(index: str | os.PathLike, entry: dict) -> dict:
     data["bundles"] = [e for e in data["bundles"] if (e.get("name"), e.get("version")) != (entry["name"], entry["version"])]
     data["bundles"].append(entry)
     data["bundles"].sort(key=lambda e: (e["name"], [int(p) for p in str(e["version"]).split(".") if p.isdigit()]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     return data
