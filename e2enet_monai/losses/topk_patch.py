@@ -7,6 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
+from e2enet_monai.networks.blocks.patch_selection import box_slices
+
 __all__ = ["TopKPatchLoss"]
 
 
@@ -43,7 +45,7 @@ class TopKPatchLoss(nn.Module):
     def forward(self, output: dict, label: torch.Tensor) -> torch.Tensor:
         roi = tuple(output["local"].shape[2:])
         local_label = torch.stack(
-            [label[(b, slice(None), *(slice(o, o + r) for o, r in zip(org, roi)))] for b, org in output["local_boxes"]]
+            [label[(b, slice(None), *box_slices(org, roi))] for b, org in output["local_boxes"]]
         )
         coarse = output["coarse"]
         probs = torch.softmax(output["scores"].float(), dim=-1)

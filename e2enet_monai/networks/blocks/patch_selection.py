@@ -11,7 +11,12 @@ import torch.nn.functional as F
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
-__all__ = ["CandidateGrid", "adaptive_k", "gumbel_topk", "topk_indices"]
+__all__ = ["CandidateGrid", "adaptive_k", "box_slices", "gumbel_topk", "topk_indices"]
+
+
+def box_slices(origin: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
+    """Spatial slices of the box ``origin .. origin + size``."""
+    return tuple(slice(o, o + r) for o, r in zip(origin, size))
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class CandidateGrid:
 
     def slices(self, index: int) -> tuple[slice, ...]:
         """Spatial slices of candidate ``index``."""
-        return tuple(slice(o, o + r) for o, r in zip(self.origin(index), self.roi_size))
+        return box_slices(self.origin(index), self.roi_size)
 
     def origins(self) -> list[tuple[int, ...]]:
         """Start voxels of every candidate in index order."""

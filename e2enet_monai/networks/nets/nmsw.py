@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.data.utils import compute_importance_map
 
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS
-from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, gumbel_topk
+from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, box_slices, gumbel_topk
 from e2enet_monai.networks.blocks.score_head import ScoreHead
 
 __all__ = ["NMSWNet", "upsample_region"]
@@ -218,12 +218,9 @@ class NMSWNet(nn.Module):
         picks, weights = gumbel_topk(scores, k, tau=self.tau)
         origins = grid.origins()
         boxes = [(b, origins[int(i)]) for b in range(image.shape[0]) for i in picks[b]]
-        patches = [image[(b, slice(None), *(slice(o, o + r) for o, r in zip(org, self.roi_size)))]
-                   for b, org in boxes]
-        patches = [p * w for p, w in zip(patches, weights.flatten())]
         extra = self._random_boxes(grid, picks, label)
-        patches += [image[(b, slice(None), *(slice(o, o + r) for o, r in zip(org, self.roi_size)))]
-                    for b, org in extra]
+        patches = [image[(b, slice(None), *box_slices(org, self.roi_size))] for b, org in boxes + extra]
+        patches[: len(boxes)] = [p * w for p, w in zip(patches, weights.flatten())]
         local = self.local_forward(torch.stack(patches))
 
         coarse_detached = coarse.detach()
@@ -231,7 +228,7 @@ class NMSWNet(nn.Module):
         acc = image.new_zeros((image.shape[0], self.num_classes, *spatial), dtype=local.dtype)
         count = image.new_zeros((image.shape[0], 1, *spatial), dtype=local.dtype)
         for j, (b, org) in enumerate(boxes):
-            box = (slice(b, b + 1), slice(None), *(slice(o, o + r) for o, r in zip(org, self.roi_size)))
+            box = (slice(b, b + 1), slice(None), *box_slices(org, self.roi_size))
             fused = self.fuse(local[j : j + 1], upsample_region(coarse_detached[b : b + 1], org, self.roi_size,
                                                                  self.downsample))
             acc[box] = acc[box] + weight_map * fused
