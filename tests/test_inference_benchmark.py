@@ -9,11 +9,13 @@ import torch
 from monai.bundle import ConfigParser
 
 from e2enet_monai.bundle.demo import REPO_BUNDLES
-from e2enet_monai.bundle.inference_benchmark import _dice, _measure, write_inference_report
+from e2enet_monai.bundle.inference_benchmark import _dice, _measure, benchmark_inference, write_inference_report
 from e2enet_monai.data import write_synthetic
 
 NET = {"channels": [4, 8, 16], "strides": [1, 2, 2], "patch_size": [16, 32, 32]}
 TOPK = {**NET, "global_channels": [4, 8, 16], "global_strides": [1, 2, 2]}
+# the benchmark's postprocessing (label maps inverted by nearest neighbour) on one method, the default on the other
+FAST = {"invert_labels": True}
 
 
 def test_dice_counts_classes_present_in_label_or_prediction():
@@ -42,7 +44,7 @@ def test_worker_times_both_methods_and_counts_flops(tmp_path):
     rows = []
     for method, configs, overrides, k in (("sliding window", ["inference.json"], NET, 0),
                                           ("top-k K=2", ["inference.json", "inference_topk.json"],
-                                           {**TOPK, "topk_k": 2}, 2)):
+                                           {**TOPK, **FAST, "topk_k": 2}, 2)):
         spec = {"method": method, "bundle": str(bundle), "configs": configs, "overrides": overrides, "k": k,
                 "output_dir": str(tmp_path / "out" / str(k)), "cases": [(str(image), str(label))], "threads": 1,
                 "in_channels": 1}
@@ -57,3 +59,19 @@ def test_worker_times_both_methods_and_counts_flops(tmp_path):
     assert rows[1]["gflops"] < rows[0]["gflops"]  # 2 local patches + a small global pass < every window
     md, js, *_ = write_inference_report(rows, tmp_path / "report", "header")
     assert "| top-k K=2 | 2 |" in md.read_text() and json.loads(js.read_text())[1]["patches"] == 2
+
+
+def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_folder(tmp_path):
+    work = tmp_path / "bench"
+    work.mkdir()
+    record = work / "training.json"
+    record.write_text(json.dumps({"shape": [64, 64, 24], "spacing": [0.8, 0.8, 2.5], "num_train": 8, "num_test": 2,
+                                  "seed": 0, "train": {}, "train_topk": {}}))
+    try:
+        benchmark_inference(work, shape=(96, 96, 32), reuse_training=True)
+    except ValueError as err:
+        message = str(err)
+    else:
+        raise AssertionError("expected a ValueError")
+    assert str(record) in message and "shape" in message and "reuse_training" in message
+    assert record.is_file()  # nothing deleted

@@ -6,13 +6,13 @@ import fire
 import torch
 
 from e2enet_monai.bundle.inference_benchmark import benchmark_inference, write_inference_report
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES
 from e2enet_monai.utils.model_stats import machine_label
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",
-         shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = (1, 3, 5, 10, 30, 0),
-         num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0) -> None:
+         shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = (1, 3, 5, 10, 30, 100, 0),
+         num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
+         reuse_training: bool = False) -> None:
     """
     Train the BTCV bundle (sliding window) and its top-k model on phantoms of SHAPE voxels at SPACING mm, then time
     the whole inference pipeline (load, preprocess, infer, postprocess, write) of NUM_TEST held-out phantoms with
@@ -29,12 +29,19 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
         num_test: held-out phantoms timed and scored.
         threads: torch intra-op threads of the timed processes.
         seed: phantom seed.
+        invert_labels: postprocess both methods by inverting the argmax label map (nearest neighbour); False
+            inverts the probabilities, as the bundles do by default.
+        reuse_training: keep the phantoms and models already trained in WORKDIR with the same settings.
     """
-    rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed)
+    rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed,
+                               invert_labels=invert_labels, reuse_training=reuse_training)
+    sw = rows[0]
+    post = "label map inverted by nearest neighbour" if invert_labels else "probabilities inverted"
     header = (f"Sliding window (overlap 0.5, Gaussian) vs top-k patch inference, BTCV bundle, {num_test} held-out "
-              f"phantoms of {tuple(shape)} voxels at {tuple(spacing)} mm (network input {rows[0]['volume']}), same "
-              f"local E2ENet and weights (channels {CPU_DEMO_OVERRIDES['channels']}, patch "
-              f"{CPU_DEMO_OVERRIDES['patch_size']}); times are means per volume. Machine: {machine_label(threads)}. "
+              f"phantoms of {tuple(shape)} voxels at {tuple(spacing)} mm (network input {sw['volume']}), same "
+              f"local E2ENet and weights (patch {sw['patch_size']}; trained {sw['train_minutes']:.0f} min, top-k "
+              f"model {rows[-1]['train_minutes']:.0f} min more, on {num_train} phantoms); postprocessing: {post}; "
+              f"times are means per volume. Machine: {machine_label(threads)}. "
               f"Command: python tools/benchmark_inference.py")
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")

@@ -17,8 +17,16 @@ import numpy as np
 from e2enet_monai.bundle.demo import DEMO_DATASETS, REPO_BUNDLES
 from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, run_bundle
 from e2enet_monai.data import prepare_dataset, write_synthetic
+from e2enet_monai.utils.io import atomic_write_bytes
 
-__all__ = ["TOPK_CPU_OVERRIDES", "benchmark_inference", "write_inference_report"]
+__all__ = ["BENCHMARK_TRAIN_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inference", "write_inference_report"]
+
+# sliding-window training on full-size phantoms, on top of the CPU demo settings
+BENCHMARK_TRAIN_OVERRIDES: dict[str, object] = {
+    "sparse_training": False,
+    "epochs": 15,
+    "val_interval": 15,
+}
 
 # top-k training on CPU: small global network, local network frozen from the sliding-window bundle
 TOPK_CPU_OVERRIDES = {
@@ -119,50 +127,76 @@ def _measure(spec: dict) -> dict:
     return result
 
 
+def _train(work: Path, bundle: Path, settings: dict, train_overrides: dict, topk_overrides: dict) -> dict:
+    """Write the phantoms and train both models into ``work``; return the settings with the training minutes."""
+    raw, held_out = work / "data", work / "held_out"
+    shape, spacing, seed = tuple(settings["shape"]), tuple(settings["spacing"]), settings["seed"]
+    write_synthetic("btcv", raw, num_train=settings["num_train"], num_test=0, shape=shape, spacing=spacing, seed=seed)
+    prepare_dataset("btcv", raw, raw / "datalist.json")
+    write_synthetic("btcv", held_out, num_train=settings["num_test"], num_test=0, shape=shape, spacing=spacing,
+                    seed=seed + 10_000)
+    t0 = time.time()
+    run_bundle(bundle, ["train.json"], train_overrides, log_file=work / "train_sw.log")
+    t1 = time.time()
+    run_bundle(bundle, ["train.json", "train_topk.json"], topk_overrides, log_file=work / "train_topk.log")
+    return {**settings, "train_minutes_sw": (t1 - t0) / 60, "train_minutes_topk": (time.time() - t1) / 60}
+
+
 def benchmark_inference(
     workdir: str | os.PathLike,
     shape: Sequence[int] = (512, 512, 200),
     spacing: Sequence[float] = (0.8, 0.8, 2.5),
-    ks: Sequence[int] = (1, 3, 5, 10, 30, 0),
+    ks: Sequence[int] = (1, 3, 5, 10, 30, 100, 0),
     num_train: int = 8,
     num_test: int = 2,
     threads: int = 2,
     seed: int = 0,
     train_overrides: dict | None = None,
     topk_overrides: dict | None = None,
+    invert_labels: bool = True,
+    reuse_training: bool = False,
 ) -> list[dict]:
     """
-    Train the BTCV bundle with sliding window (CPU demo settings), then its top-k model (local network frozen from
-    the first), on phantoms of ``shape`` voxels at ``spacing`` mm; then infer ``num_test`` held-out phantoms with
-    sliding window and with top-k at each K of ``ks`` (0 = every candidate), each method in a fresh process.
+    Train the BTCV bundle with sliding window (:data:`BENCHMARK_TRAIN_OVERRIDES`), then its top-k model (local
+    network frozen from the first, :data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm;
+    then infer ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every
+    candidate), each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the
+    network grid and nearest-neighbour inversion, else the bundle default of inverting probabilities).
 
     ``train_overrides`` and ``topk_overrides`` change the two trainings (e.g. fewer iterations for a smoke run).
+    ``reuse_training`` keeps the phantoms and trained models already in ``workdir`` when they were made with the
+    same settings (to re-time inference without retraining); otherwise ``workdir`` is replaced.
 
     Returns one row per method: mean pipeline and network seconds, FLOPs of the network calls, peak RSS added by
-    inference, mean Dice on the phantoms' own grid, patches refined.
+    inference, mean Dice on the phantoms' own grid, patches refined, training minutes.
     """
     work = Path(workdir).resolve()
-    if work.exists():
-        shutil.rmtree(work)
-    bundle_name = DEMO_DATASETS["btcv"][0]
-    raw, held_out, bundle = work / "data", work / "held_out", work / bundle_name
-    shutil.copytree(REPO_BUNDLES / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-    write_synthetic("btcv", raw, num_train=num_train, num_test=0, shape=tuple(shape), spacing=tuple(spacing), seed=seed)
-    prepare_dataset("btcv", raw, raw / "datalist.json")
-    write_synthetic("btcv", held_out, num_train=num_test, num_test=0, shape=tuple(shape), spacing=tuple(spacing),
-                    seed=seed + 10_000)
+    bundle = work / DEMO_DATASETS["btcv"][0]
+    base = {**CPU_DEMO_OVERRIDES, **BENCHMARK_TRAIN_OVERRIDES, "dataset_dir": str(work / "data"),
+            **(train_overrides or {})}
+    topk = {**base, **TOPK_CPU_OVERRIDES, "local_checkpoint": str(bundle / "models/model.pt"), **(topk_overrides or {})}
+    settings = {"shape": list(shape), "spacing": list(spacing), "num_train": num_train, "num_test": num_test,
+                "seed": seed, "train": base, "train_topk": topk}
+    record = work / "training.json"
+    if reuse_training and record.is_file():
+        saved = json.loads(record.read_text())
+        differs = sorted(k for k in settings if saved.get(k) != settings[k])
+        if differs:
+            raise ValueError(f"{record} was trained with other settings ({', '.join(differs)}); run without "
+                             f"reuse_training to retrain, or pass the settings it records.")
+        settings = saved
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(REPO_BUNDLES / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        settings = _train(work, bundle, settings, base, topk)
+        atomic_write_bytes(record, (json.dumps(settings, indent=2) + "\n").encode())
+    held_out = work / "held_out"
     cases = [(str(i), str(held_out / "RawData/Training/label" / i.name.replace("img", "label")))
              for i in sorted((held_out / "RawData/Training/img").glob("*.nii.gz"))]
 
-    base = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(raw), **(train_overrides or {})}
-    t0 = time.time()
-    run_bundle(bundle, ["train.json"], base, log_file=work / "train_sw.log")
-    t_sw = time.time() - t0
-    topk = {**base, **TOPK_CPU_OVERRIDES, "local_checkpoint": str(bundle / "models/model.pt"), **(topk_overrides or {})}
-    run_bundle(bundle, ["train.json", "train_topk.json"], topk, log_file=work / "train_topk.log")
-    t_topk = time.time() - t0 - t_sw
-
     net = {k: base[k] for k in ("channels", "strides", "patch_size")}
+    net["invert_labels"] = invert_labels
     net_topk = {**net, **{k: topk[k] for k in ("global_channels", "global_strides")}}
     methods = [("sliding window", ["inference.json"], net, 0)]
     methods += [(f"top-k K={k or 'all'}", ["inference.json", "inference_topk.json"],
@@ -170,6 +204,8 @@ def benchmark_inference(
     rows = []
     for name, configs, overrides, k in methods:
         out = work / "outputs" / name.replace(" ", "_").replace("=", "")
+        if out.exists():
+            shutil.rmtree(out)
         spec = {"method": name, "bundle": str(bundle), "configs": configs, "overrides": overrides, "k": k,
                 "output_dir": str(out), "cases": cases, "threads": threads, "in_channels": 1}
         res = _measure(spec)
@@ -184,11 +220,10 @@ def benchmark_inference(
             "peak_mib": res["peak_mib"],
             "dice": float(np.nanmean([x["dice"] for x in r])),
             "volume": r[0]["shape"],
+            "patch_size": list(base["patch_size"]),
+            "train_minutes": settings["train_minutes_sw"] if k == 0 else settings["train_minutes_topk"],
         })
         print(f"{name}: {rows[-1]['pipeline_s']:.1f} s, Dice {rows[-1]['dice']:.3f}", flush=True)
-    rows[0]["train_minutes"] = t_sw / 60
-    for row in rows[1:]:
-        row["train_minutes"] = t_topk / 60
     return rows
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
+    CastToTyped,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -148,28 +150,55 @@ def brats_transforms(
 
 
 def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
-                      output_postfix: str = "seg") -> Compose:
-    """Softmax, invert ``preprocessing`` back to the input grid, argmax to a uint8 label map, and (when
-    ``output_dir`` is given) write ``<output_dir>/<case>/<case>_<postfix>.nii.gz`` without overwriting."""
-    chain = [
-        Activationsd("pred", softmax=True),
-        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-        AsDiscreted("pred", argmax=True, dtype="uint8"),
-    ]
+                      output_postfix: str = "seg", invert_labels: bool = False) -> Compose:
+    """
+    Turn ``pred`` logits ``(C, *network grid)`` into a uint8 label map ``(1, *input grid)`` and (when
+    ``output_dir`` is given) write ``<output_dir>/<case>/<case>_<postfix>.nii.gz`` without overwriting.
+
+    By default the softmax probabilities are inverted (trilinear) back to the input grid, then argmax'ed: smooth
+    boundaries, but C full-size float channels. ``invert_labels=True`` argmaxes on the network grid and inverts
+    the label map by nearest neighbour: one channel instead of C, several times faster and lighter on a
+    512x512 CT, with boundaries on the network grid (steps of up to one resampled voxel).
+    """
+    if invert_labels:
+        chain = [
+            AsDiscreted("pred", argmax=True),
+            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
+            CastToTyped("pred", dtype=torch.uint8),
+        ]
+    else:
+        chain = [
+            Activationsd("pred", softmax=True),
+            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+            AsDiscreted("pred", argmax=True, dtype="uint8"),
+        ]
     if output_dir:
         chain.append(_saver(output_dir, overwrite, output_postfix))
     return Compose(chain)
 
 
 def brats_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
-                         enhancing_value: int = 3, output_postfix: str = "seg") -> Compose:
-    """Sigmoid, invert ``preprocessing``, threshold the TC/WT/ET channels at 0.5 and turn them into one label
-    map (0 background, 1 necrotic core, 2 edema, ``enhancing_value`` enhancing); optionally write it."""
-    chain = [
-        Activationsd("pred", sigmoid=True),
-        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-        RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
-    ]
+                         enhancing_value: int = 3, output_postfix: str = "seg", invert_labels: bool = False) -> Compose:
+    """
+    Sigmoid, threshold the TC/WT/ET channels at 0.5 and turn them into one label map ``(1, *input grid)``
+    (0 background, 1 necrotic core, 2 edema, ``enhancing_value`` enhancing), inverted back to the input grid;
+    optionally write it. By default the probabilities are inverted (trilinear) before thresholding;
+    ``invert_labels=True`` builds the label map on the network grid and inverts it by nearest neighbour (faster,
+    one channel instead of three).
+    """
+    if invert_labels:
+        chain = [
+            Activationsd("pred", sigmoid=True),
+            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
+            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
+            CastToTyped("pred", dtype=torch.uint8),
+        ]
+    else:
+        chain = [
+            Activationsd("pred", sigmoid=True),
+            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
+        ]
     if output_dir:
         chain.append(_saver(output_dir, overwrite, output_postfix))
     return Compose(chain)
