@@ -24,8 +24,8 @@ __all__ = ["BENCHMARK_TRAIN_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inferen
 # sliding-window training on full-size phantoms, on top of the CPU demo settings
 BENCHMARK_TRAIN_OVERRIDES: dict[str, object] = {
     "sparse_training": False,
-    "epochs": 15,
-    "val_interval": 15,
+    "epochs": 12,
+    "val_interval": 12,
 }
 
 # top-k training on CPU: small global network, local network frozen from the sliding-window bundle
@@ -34,10 +34,10 @@ TOPK_CPU_OVERRIDES = {
     "global_strides": [1, 2, 2, 2],
     "canvas_size": [96, 160, 160],
     "freeze_local": True,
-    "learning_rate": 0.003,
-    "epochs": 4,
+    "learning_rate": 0.01,
+    "epochs": 6,
     "epoch_length": 50,
-    "val_interval": 4,
+    "val_interval": 6,
     "num_samples": 1,
 }
 
