@@ -25,7 +25,7 @@ __all__ = ["BENCHMARK_TRAIN_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inferen
 BENCHMARK_TRAIN_OVERRIDES: dict[str, object] = {
     "sparse_training": False,
     "epochs": 12,
-    "val_interval": 12,
+    "val_interval": 6,
 }
 
 # top-k training on CPU: small global network, local network frozen from the sliding-window bundle

@@ -15,6 +15,8 @@ from monai.transforms import (
     Activationsd,
     AsDiscreted,
     CastToTyped,
+    ClassesToIndicesd,
+    DeleteItemsd,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -23,7 +25,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientationd,
     RandAdjustContrastd,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -42,6 +44,7 @@ from e2enet_monai.transforms.io import SaveSegmentationd
 __all__ = ["brats_postprocessing", "brats_transforms", "ct_postprocessing", "ct_transforms", "STAGES"]
 
 STAGES = ("train", "val", "infer")
+MAX_CENTRES_PER_CLASS = 20_000  # candidate crop centres kept per class and case (evenly spaced): bounds cached memory
 SLICE_FIRST = (0, 3, 1, 2)  # (C, X, Y, Z) -> (C, Z, X, Y)
 
 
@@ -80,18 +83,22 @@ def ct_transforms(
     intensity_range: Sequence[float],
     patch_size: Sequence[int] | None = None,
     num_samples: int = 2,
+    num_classes: int | None = None,
     pos_fraction: float = 1 / 3,
     aug_prob: float = 0.15,
     flip_prob: float = 0.2,
 ) -> Compose:
     """
     CT chain: load, channel first, RAS, resample to ``spacing`` (mm, x/y/z), clip ``intensity_range`` (HU) to
-    [0, 1], slice axis first; for ``"train"`` also pad to and crop ``num_samples`` patches of ``patch_size``
-    (``pos_fraction`` of them centred on foreground, as nnU-Net's 33 % oversampling) and augment.
+    [0, 1], slice axis first; for ``"train"`` also pad to and crop ``num_samples`` patches of ``patch_size`` and
+    augment. As nnU-Net oversamples foreground, ``pos_fraction`` of the patches are centred on a voxel of an organ
+    drawn uniformly among the ``num_classes - 1`` organs present (a small adrenal as often as the liver), the others
+    on any body voxel; the crop centres are indexed once per case (cached with the volume).
 
     Args:
         stage: ``"train"``, ``"val"`` (image and label) or ``"infer"`` (image only).
         patch_size: ``(S-I, R-L, A-P)`` training patch, required for ``"train"``.
+        num_classes: classes including background, required for ``"train"``.
         aug_prob: probability of each intensity augmentation.
         flip_prob: probability of mirroring along each axis (0 disables).
     """
@@ -102,13 +109,18 @@ def ct_transforms(
         Transposed(keys, indices=SLICE_FIRST),
     ]
     if stage == "train":
-        if patch_size is None:
-            raise ValueError("ct_transforms(stage='train') needs patch_size.")
-        neg = max(1.0, round((1 - pos_fraction) / pos_fraction))
+        if patch_size is None or num_classes is None:
+            raise ValueError("ct_transforms(stage='train') needs patch_size and num_classes.")
+        organs = num_classes - 1
+        ratios = [organs * (1 - pos_fraction) / pos_fraction] + [1.0] * organs  # background (body) first
         chain += [
             SpatialPadd(keys, spatial_size=patch_size),
-            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch_size, pos=1.0, neg=neg,
-                                   num_samples=num_samples, image_key="image", image_threshold=0.0),
+            ClassesToIndicesd("label", num_classes=num_classes, image_key="image", image_threshold=0.0,
+                              max_samples_per_class=MAX_CENTRES_PER_CLASS),
+            RandCropByLabelClassesd(keys, label_key="label", spatial_size=patch_size, ratios=ratios,
+                                    num_classes=num_classes, num_samples=num_samples,
+                                    indices_key="label_cls_indices", warn=False),
+            DeleteItemsd("label_cls_indices"),
             *_augment(keys, "image", aug_prob, flip_prob),
         ]
     chain.append(EnsureTyped(keys, track_meta=stage != "train"))
