@@ -27,28 +27,25 @@ __all__ = [
     "write_synthetic",
 ]
 
-# (label name, centre as a fraction of the body box in x/y/z, radii as a fraction of the body, HU). Every organ has
-# its own HU, at least 19 HU from any other organ and from the soft tissue around it (20 HU; voxel noise 12 HU), so a
-# network can tell organs apart from local appearance, not only from position: at full scan size a patch sees only
-# a small part of the body. The postcava of AMOS is BTCV's inferior vena cava.
+# (label name, centre as a fraction of the body box in x/y/z, radii as a fraction of the body, HU)
 _ORGANS = {
-    "spleen": ((0.78, 0.62, 0.62), (0.11, 0.11, 0.12), 58),
-    "right kidney": ((0.27, 0.70, 0.45), (0.08, 0.09, 0.12), 191),
-    "left kidney": ((0.73, 0.70, 0.45), (0.08, 0.09, 0.12), 210),
-    "gallbladder": ((0.36, 0.35, 0.55), (0.05, 0.05, 0.06), -37),
-    "esophagus": ((0.52, 0.62, 0.86), (0.04, 0.04, 0.12), 39),
-    "liver": ((0.30, 0.48, 0.66), (0.20, 0.22, 0.18), 77),
-    "stomach": ((0.64, 0.40, 0.68), (0.12, 0.10, 0.11), -18),
-    "aorta": ((0.53, 0.68, 0.50), (0.04, 0.04, 0.35), 248),
-    "inferior vena cava": ((0.44, 0.66, 0.50), (0.04, 0.04, 0.30), 172),
-    "postcava": ((0.44, 0.66, 0.50), (0.04, 0.04, 0.30), 172),
-    "portal and splenic veins": ((0.55, 0.52, 0.52), (0.10, 0.03, 0.03), 229),
-    "pancreas": ((0.58, 0.56, 0.40), (0.12, 0.04, 0.05), 115),
-    "right adrenal gland": ((0.33, 0.68, 0.66), (0.03, 0.03, 0.05), 134),
-    "left adrenal gland": ((0.67, 0.68, 0.66), (0.03, 0.03, 0.05), 153),
-    "duodenum": ((0.47, 0.42, 0.42), (0.07, 0.05, 0.06), 1),
-    "bladder": ((0.50, 0.40, 0.10), (0.10, 0.09, 0.08), -56),
-    "prostate/uterus": ((0.50, 0.55, 0.05), (0.05, 0.05, 0.05), 96),
+    "spleen": ((0.78, 0.62, 0.62), (0.11, 0.11, 0.12), 45),
+    "right kidney": ((0.27, 0.70, 0.45), (0.08, 0.09, 0.12), 150),
+    "left kidney": ((0.73, 0.70, 0.45), (0.08, 0.09, 0.12), 160),
+    "gallbladder": ((0.36, 0.35, 0.55), (0.05, 0.05, 0.06), 10),
+    "esophagus": ((0.52, 0.62, 0.86), (0.04, 0.04, 0.12), 35),
+    "liver": ((0.30, 0.48, 0.66), (0.20, 0.22, 0.18), 60),
+    "stomach": ((0.64, 0.40, 0.68), (0.12, 0.10, 0.11), 25),
+    "aorta": ((0.53, 0.68, 0.50), (0.04, 0.04, 0.35), 200),
+    "inferior vena cava": ((0.44, 0.66, 0.50), (0.04, 0.04, 0.30), 130),
+    "postcava": ((0.44, 0.66, 0.50), (0.04, 0.04, 0.30), 130),
+    "portal and splenic veins": ((0.55, 0.52, 0.52), (0.10, 0.03, 0.03), 170),
+    "pancreas": ((0.58, 0.56, 0.40), (0.12, 0.04, 0.05), 90),
+    "right adrenal gland": ((0.33, 0.68, 0.66), (0.03, 0.03, 0.05), 70),
+    "left adrenal gland": ((0.67, 0.68, 0.66), (0.03, 0.03, 0.05), 75),
+    "duodenum": ((0.47, 0.42, 0.42), (0.07, 0.05, 0.06), 30),
+    "bladder": ((0.50, 0.40, 0.10), (0.10, 0.09, 0.08), 5),
+    "prostate/uterus": ((0.50, 0.55, 0.05), (0.05, 0.05, 0.05), 55),
 }
 
 
