@@ -22,6 +22,7 @@ from monai.transforms import (
     EnsureTyped,
     Invertd,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandAdjustContrastd,
@@ -172,21 +173,9 @@ def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, ove
     the label map by nearest neighbour: one channel instead of C, several times faster and lighter on a
     512x512 CT, with boundaries on the network grid (steps of up to one resampled voxel).
     """
-    if invert_labels:
-        chain = [
-            AsDiscreted("pred", argmax=True),
-            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
-            CastToTyped("pred", dtype=torch.uint8),
-        ]
-    else:
-        chain = [
-            Activationsd("pred", softmax=True),
-            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-            AsDiscreted("pred", argmax=True, dtype="uint8"),
-        ]
-    if output_dir:
-        chain.append(_saver(output_dir, overwrite, output_postfix))
-    return Compose(chain)
+    activation = [] if invert_labels else [Activationsd("pred", softmax=True)]  # argmax needs no softmax
+    return _label_map_chain(preprocessing, activation, AsDiscreted("pred", argmax=True, dtype="uint8"),
+                            invert_labels, output_dir, overwrite, output_postfix)
 
 
 def brats_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
@@ -198,21 +187,25 @@ def brats_postprocessing(preprocessing: Compose, output_dir: str | None = None, 
     ``invert_labels=True`` builds the label map on the network grid and inverts it by nearest neighbour (faster,
     one channel instead of three).
     """
+    return _label_map_chain(preprocessing, [Activationsd("pred", sigmoid=True)],
+                            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value), invert_labels, output_dir,
+                            overwrite, output_postfix)
+
+
+def _label_map_chain(preprocessing: Compose, activation: list, to_labels: MapTransform, invert_labels: bool,
+                     output_dir: str | None, overwrite: bool, postfix: str) -> Compose:
+    """``activation`` and ``to_labels`` with the inversion of ``preprocessing`` between them (probabilities,
+    trilinear) or after them (``invert_labels``: the label map, nearest neighbour); then the saver if asked."""
     if invert_labels:
-        chain = [
-            Activationsd("pred", sigmoid=True),
-            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
-            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
-            CastToTyped("pred", dtype=torch.uint8),
-        ]
+        chain = [*activation, to_labels,
+                 Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
+                 CastToTyped("pred", dtype=torch.uint8)]
     else:
-        chain = [
-            Activationsd("pred", sigmoid=True),
-            Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value),
-        ]
+        chain = [*activation,
+                 Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+                 to_labels]
     if output_dir:
-        chain.append(_saver(output_dir, overwrite, output_postfix))
+        chain.append(_saver(output_dir, overwrite, postfix))
     return Compose(chain)
 
 
