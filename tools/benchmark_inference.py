@@ -37,12 +37,14 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
                                invert_labels=invert_labels, reuse_training=reuse_training)
     sw = rows[0]
     post = "label map inverted by nearest neighbour" if invert_labels else "probabilities inverted"
+    flags = "".join(f for f, on in ((" --invert_labels False", not invert_labels),
+                                    (" --reuse_training True", reuse_training)) if on)
     header = (f"Sliding window (overlap 0.5, Gaussian) vs top-k patch inference, BTCV bundle, {num_test} held-out "
               f"phantoms of {tuple(shape)} voxels at {tuple(spacing)} mm (network input {sw['volume']}), same "
               f"local E2ENet and weights (patch {sw['patch_size']}; trained {sw['train_minutes']:.0f} min, top-k "
               f"model {rows[-1]['train_minutes']:.0f} min more, on {num_train} phantoms); postprocessing: {post}; "
               f"times are means per volume. Machine: {machine_label(threads)}. "
-              f"Command: python tools/benchmark_inference.py")
+              f"Command: python tools/benchmark_inference.py{flags}")
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 

@@ -150,11 +150,11 @@ def benchmark_inference(
     reuse_training: bool = False,
 ) -> list[dict]:
     """
-    Train the BTCV bundle with sliding window (CPU demo settings), then its top-k model (local
-    network frozen from the first, :data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm;
-    then infer ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every
-    candidate), each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the
-    network grid and nearest-neighbour inversion, else the bundle default of inverting probabilities).
+    Train the BTCV bundle with sliding window (CPU demo settings), then its top-k model (local network frozen from
+    the first, :data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm; then infer
+    ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every candidate),
+    each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the network grid
+    and nearest-neighbour inversion, else the bundle default of inverting probabilities).
 
     ``train_overrides`` and ``topk_overrides`` change the two trainings (e.g. fewer iterations for a smoke run).
     ``reuse_training`` keeps the phantoms and trained models already in ``workdir`` when they were made with the
@@ -165,8 +165,7 @@ def benchmark_inference(
     """
     work = Path(workdir).resolve()
     bundle = work / DEMO_DATASETS["btcv"][0]
-    base = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(work / "data"),
-            **(train_overrides or {})}
+    base = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(work / "data"), **(train_overrides or {})}
     topk = {**base, **TOPK_CPU_OVERRIDES, "local_checkpoint": str(bundle / "models/model.pt"), **(topk_overrides or {})}
     settings = {"shape": list(shape), "spacing": list(spacing), "num_train": num_train, "num_test": num_test,
                 "seed": seed, "train": base, "train_topk": topk}
