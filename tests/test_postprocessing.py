@@ -16,7 +16,7 @@ SHAPE = (60, 52, 18)
 
 
 def _label_volume() -> np.ndarray:
-    """Three nested boxes and a blob (labels 1..3) on ``SHAPE``: boundaries along every axis."""
+    """Three boxes (labels 1..3, box 2 and box 3 inside box 1) on ``SHAPE``: boundaries along every axis."""
     lab = np.zeros(SHAPE, dtype=np.uint8)
     lab[8:50, 6:44, 3:15] = 1
     lab[14:36, 12:30, 5:12] = 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from e2enet_monai.data import write_synthetic
 from e2enet_monai.transforms import ct_transforms

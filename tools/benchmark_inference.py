@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fire
-import torch
 
 from e2enet_monai.bundle.inference_benchmark import benchmark_inference, write_inference_report
 from e2enet_monai.utils.model_stats import machine_label
