@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
-from e2enet_monai.transforms import brats_postprocessing, brats_transforms, ct_postprocessing, ct_transforms
+from e2enet_monai.transforms import (
+    ArgMaxd,
+    brats_postprocessing,
+    brats_transforms,
+    channel_argmax,
+    ct_postprocessing,
+    ct_transforms,
+)
 
 # an LPS-like (non-RAS), anisotropic grid: the inversion must bring predictions back to exactly this grid
 AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])
@@ -87,3 +95,20 @@ def test_brats_postprocessing_returns_labels_on_the_input_grid(tmp_path, invert_
     np.testing.assert_allclose(seg.affine.numpy(), AFFINE, atol=1e-5)
     # level 1 is TC without ET (necrotic core, 1), level 2 WT only (edema, 2), level 3 ET (3): the label itself
     assert np.mean(_dice(seg[0].numpy(), lab)) > 0.88, _dice(seg[0].numpy(), lab)
+
+
+def test_channel_argmax_matches_torch_argmax_and_keeps_meta():
+    torch.manual_seed(0)
+    logits = torch.randint(0, 3, (5, 7, 8, 9)).float()  # small integers: many ties, where the first channel wins
+    logits[2, 0, 0, 0] = float("nan")  # a NaN wins, as in torch.argmax
+    pred = MetaTensor(logits, affine=torch.diag(torch.tensor([-0.8, -0.8, 2.5, 1.0])), meta={"filename_or_obj": "a"})
+    labels = ArgMaxd("pred")({"pred": pred})["pred"]
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 7, 8, 9)
+    assert torch.equal(labels.as_tensor().long(), torch.argmax(logits, dim=0, keepdim=True))
+    assert labels[0, 0, 0, 0] == 2
+    assert torch.equal(labels.affine, pred.affine) and labels.meta["filename_or_obj"] == "a"
+    from_numpy = channel_argmax(logits.numpy(), torch.int64)  # a MetaTensor, as MONAI's transforms return
+    assert isinstance(from_numpy, MetaTensor)
+    assert torch.equal(from_numpy.as_tensor(), torch.argmax(logits, dim=0, keepdim=True))
+    with pytest.raises(ValueError, match=r"\(C, \*spatial\).*got shape \(4,\)"):
+        channel_argmax(torch.zeros(4))

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
+from e2enet_monai.transforms.post import ArgMaxd
+
 __all__ = ["CPUStateDict", "existing", "image_datalist", "load_weights", "make_optimizer", "onehot_postprocessing",
            "region_postprocessing"]
 
@@ -44,7 +46,8 @@ def image_datalist(images: str | os.PathLike | Sequence[str | os.PathLike | Sequ
 def onehot_postprocessing(num_classes: int) -> Compose:
     """Validation post-processing of softmax models: argmax prediction and label, both one-hot (for MeanDice)."""
     return Compose([
-        AsDiscreted(keys="pred", argmax=True, to_onehot=num_classes),
+        ArgMaxd(keys="pred"),
+        AsDiscreted(keys="pred", to_onehot=num_classes),
         AsDiscreted(keys="label", to_onehot=num_classes),
     ])
 

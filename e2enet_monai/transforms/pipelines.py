@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 from monai.transforms import (
     Activationsd,
-    AsDiscreted,
     CastToTyped,
     ClassesToIndicesd,
     Compose,
@@ -41,6 +40,7 @@ from monai.transforms import (
 
 from e2enet_monai.transforms.brats import BraTSRegionsd, ReorderChannelsd, RegionsToBraTSLabeld
 from e2enet_monai.transforms.io import SaveSegmentationd
+from e2enet_monai.transforms.post import ArgMaxd
 
 __all__ = ["brats_postprocessing", "brats_transforms", "ct_postprocessing", "ct_transforms", "STAGES"]
 
@@ -174,7 +174,7 @@ def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, ove
     512x512 CT, with boundaries on the network grid (steps of up to one resampled voxel).
     """
     activation = [] if invert_labels else [Activationsd("pred", softmax=True)]  # argmax needs no softmax
-    return _label_map_chain(preprocessing, activation, AsDiscreted("pred", argmax=True, dtype="uint8"),
+    return _label_map_chain(preprocessing, activation, ArgMaxd("pred"),
                             invert_labels, output_dir, overwrite, output_postfix)
 
 
