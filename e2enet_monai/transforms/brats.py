@@ -6,8 +6,8 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 __all__ = ["BRATS_CONVENTIONS", "BraTSRegionsd", "RegionsToBraTSLabeld", "ReorderChannelsd"]
 
@@ -74,7 +74,7 @@ class RegionsToBraTSLabeld(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            regions = d[key] > 0.5
+            regions = convert_to_tensor(d[key], track_meta=False) > 0.5
             if regions.shape[0] != 3:
                 raise ValueError(f"{key!r} must have 3 region channels (TC, WT, ET), got shape {tuple(regions.shape)}.")
             wt = regions[1]
@@ -84,10 +84,8 @@ class RegionsToBraTSLabeld(MapTransform):
             label[wt] = 2
             label[tc] = 1
             label[et] = self.enhancing_value
-            out = label[None]
-            if isinstance(d[key], MetaTensor):  # keep the prediction's affine and source file name for saving
-                out = MetaTensor(out, meta=dict(d[key].meta), applied_operations=list(d[key].applied_operations))
-            d[key] = out
+            # a MetaTensor prediction lends its affine and source file name, for inversion and saving
+            d[key] = convert_to_dst_type(label[None], dst=d[key], dtype=torch.uint8)[0]
         return d
 
 

@@ -6,9 +6,9 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, get_track_meta
+from monai.data import get_track_meta
 from monai.transforms import MapTransform
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 __all__ = ["ArgMaxd", "channel_argmax"]
 
@@ -25,10 +25,8 @@ def channel_argmax(pred: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torc
     if pred.ndim < 2:
         raise ValueError(f"channel_argmax expects a (C, *spatial) prediction, got shape {tuple(pred.shape)}.")
     pred = convert_to_tensor(pred, track_meta=get_track_meta())
-    labels = torch.max(convert_to_tensor(pred, track_meta=False), dim=0, keepdim=True).indices.to(dtype)
-    if isinstance(pred, MetaTensor):  # keep the prediction's affine and source file name for inversion and saving
-        return MetaTensor(labels, meta=dict(pred.meta), applied_operations=list(pred.applied_operations))
-    return labels
+    labels = torch.max(convert_to_tensor(pred, track_meta=False), dim=0, keepdim=True).indices
+    return convert_to_dst_type(labels, dst=pred, dtype=dtype)[0]  # a MetaTensor pred lends its meta data
 
 
 class ArgMaxd(MapTransform):
