@@ -70,7 +70,8 @@ def test_workflow_properties(bundle):
 def test_bundles_differ_only_in_data_specific_values():
     """Shared logic lives in the library: the three train configs have the same ids and wiring."""
     configs = [json.loads((b / "configs/train.json").read_text()) for b in BUNDLES]
-    data_ids = {"intensity_range", "label_convention"}  # CT window vs BraTS label convention
+    # CT window and organ oversampling vs BraTS label convention (BraTS crops uniformly)
+    data_ids = {"intensity_range", "pos_fraction", "label_convention"}
     assert all(set(c) ^ set(configs[0]) <= data_ids for c in configs)
     assert len({json.dumps(c["train"]["handlers"]) for c in configs}) == 1
     assert len({json.dumps(c["validate"]["handlers"]) for c in configs}) == 1

@@ -1,15 +1,23 @@
 """The inference benchmark's measuring worker and report, on a tiny phantom with freshly initialised weights."""
 
 import json
+import shlex
 import shutil
 
 import nibabel as nib
 import numpy as np
+import fire
 import torch
 from monai.bundle import ConfigParser
 
 from e2enet_monai.bundle.demo import REPO_BUNDLES
-from e2enet_monai.bundle.inference_benchmark import _dice, _measure, benchmark_inference, write_inference_report
+from e2enet_monai.bundle.inference_benchmark import (
+    _dice,
+    _measure,
+    benchmark_inference,
+    command_line,
+    write_inference_report,
+)
 from e2enet_monai.data import write_synthetic
 
 NET = {"channels": [4, 8, 16], "strides": [1, 2, 2], "patch_size": [16, 32, 32]}
@@ -76,3 +84,20 @@ def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_fold
         raise AssertionError("expected a ValueError")
     assert str(record) in message and "shape" in message and "reuse_training" in message
     assert record.is_file()  # nothing deleted
+
+
+def test_report_command_reads_back_to_the_same_settings():
+    """The command quoted in the report, pasted in a shell, gives fire the same flags (booleans stay booleans)."""
+    train, topk = {"sparse_training": False, "epochs": 20, "patch_size": [32, 48, 48]}, {"epochs": 8}
+    line = command_line(invert_labels=False, train_overrides=train, topk_overrides=topk)
+    seen = {}
+
+    def main(invert_labels=True, reuse_training=False, train_overrides=None, topk_overrides=None):
+        seen.update(invert_labels=invert_labels, reuse_training=reuse_training, train=train_overrides,
+                    topk=topk_overrides)
+
+    words = shlex.split(line)
+    assert words[:2] == ["python", "tools/benchmark_inference.py"]
+    fire.Fire(main, command=words[2:])
+    assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk}
+    assert command_line() == "python tools/benchmark_inference.py"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import fire
 
-from e2enet_monai.bundle.inference_benchmark import benchmark_inference, write_inference_report
+from e2enet_monai.bundle.inference_benchmark import benchmark_inference, command_line, write_inference_report
 from e2enet_monai.utils.model_stats import machine_label
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",
          shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = (1, 3, 5, 10, 30, 100, 0),
          num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
-         reuse_training: bool = False) -> None:
+         reuse_training: bool = False, train_overrides: dict | None = None, topk_overrides: dict | None = None,
+         ) -> None:
     """
     Train the BTCV bundle (sliding window) and its top-k model on phantoms of SHAPE voxels at SPACING mm, then time
     the whole inference pipeline (load, preprocess, infer, postprocess, write) of NUM_TEST held-out phantoms with
@@ -31,19 +32,21 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
         invert_labels: postprocess both methods by inverting the argmax label map (nearest neighbour); False
             inverts the probabilities, as the bundles do by default.
         reuse_training: keep the phantoms and models already trained in WORKDIR with the same settings.
+        train_overrides: bundle config ids changed in the sliding-window training, e.g.
+            "{'sparse_training': False, 'epochs': 20}" (Python literals: False, not false).
+        topk_overrides: config ids changed in the top-k training, e.g. "{'epochs': 8}".
     """
     rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed,
+                               train_overrides=train_overrides, topk_overrides=topk_overrides,
                                invert_labels=invert_labels, reuse_training=reuse_training)
     sw = rows[0]
     post = "label map inverted by nearest neighbour" if invert_labels else "probabilities inverted"
-    flags = "".join(f for f, on in ((" --invert_labels False", not invert_labels),
-                                    (" --reuse_training True", reuse_training)) if on)
     header = (f"Sliding window (overlap 0.5, Gaussian) vs top-k patch inference, BTCV bundle, {num_test} held-out "
               f"phantoms of {tuple(shape)} voxels at {tuple(spacing)} mm (network input {sw['volume']}), same "
               f"local E2ENet and weights (patch {sw['patch_size']}; trained {sw['train_minutes']:.0f} min, top-k "
               f"model {rows[-1]['train_minutes']:.0f} min more, on {num_train} phantoms); postprocessing: {post}; "
               f"times are means per volume. Machine: {machine_label(threads)}. "
-              f"Command: python tools/benchmark_inference.py{flags}")
+              f"Command: {command_line(invert_labels, reuse_training, train_overrides, topk_overrides)}")
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 
