@@ -30,7 +30,9 @@ class DynamicSparsity:
     optimizer's per-weight state, counts the iteration and, every ``update_frequency`` iterations, prunes the
     ``ceil(death_rate * active)`` active kernels of smallest L1 norm of each tensor and regrows as many inactive
     ones (at zero), so every tensor keeps exactly its number of active kernels. With ``mask_gradients``, call
-    :meth:`before_step` between ``backward()`` and ``optimizer.step()``.
+    :meth:`before_step` between ``backward()`` and ``optimizer.step()``. As in the paper, a kernel regrown at zero
+    whose input channel is fed only by zero kernels (or whose output feeds only zero kernels) gets no gradient and
+    stays zero until a later update prunes it.
 
     Args:
         model: the network; its masked weights are zeroed at construction.
