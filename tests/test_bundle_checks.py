@@ -77,7 +77,8 @@ def test_bundles_differ_only_in_data_specific_values():
     assert len({json.dumps(c["validate"]["handlers"]) for c in configs}) == 1
     for name in ("inference_topk.json", "train_topk.json"):  # same ids; values differ in channels and loss only
         assert len({json.dumps(sorted(json.loads((b / "configs" / name).read_text()))) for b in BUNDLES}) == 1, name
-    for name in ("evaluate.json", "multi_gpu_train.json", "multi_gpu_evaluate.json", "logging.conf"):
+    for name in ("train_global.json", "evaluate.json", "multi_gpu_train.json", "multi_gpu_evaluate.json",
+                 "logging.conf"):
         assert len({(b / "configs" / name).read_text() for b in BUNDLES}) == 1, name
 
 

@@ -200,10 +200,11 @@ def test_torchrun_two_ranks_on_cpu_writes_one_checkpoint(demo, tmp_path):
 
 
 def test_topk_bundle_trains_from_sliding_window_weights_and_infers_on_the_input_grid(demo, tmp_path):
-    """train_topk.json (local network frozen from models/model.pt) -> evaluate -> inference_topk.json."""
+    """train_global.json (whole shrunk volumes) -> train_topk.json (local network frozen from models/model.pt,
+    global network from models/model_global.pt) -> evaluate -> inference_topk.json."""
     import hashlib
 
-    from e2enet_monai.bundle.inference_benchmark import TOPK_CPU_OVERRIDES
+    from e2enet_monai.bundle.inference_benchmark import GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES
 
     work, bundle, table = demo("btcv")
     topk = tmp_path / bundle.name
@@ -212,13 +213,19 @@ def test_topk_bundle_trains_from_sliding_window_weights_and_infers_on_the_input_
     sw_hash = hashlib.sha256(sw_weights.read_bytes()).hexdigest()
     overrides = {**CPU_DEMO_OVERRIDES, **TOPK_CPU_OVERRIDES, "dataset_dir": str(work / "data"), "canvas_size": [64, 96, 96],
                  "local_checkpoint": str(sw_weights), "epochs": 2, "val_interval": 2}
+    run_bundle(topk, ["train.json", "train_topk.json", "train_global.json"],
+               {**overrides, **GLOBAL_CPU_OVERRIDES, "epochs": 2, "val_interval": 2})
+    glob = torch.load(topk / "models/model_global.pt", map_location="cpu", weights_only=True)["model"]
+    assert not any(key.startswith(("local_net.", "score_head.")) for key in glob)  # the global E2ENet alone
+    overrides.update(global_checkpoint=str(topk / "models/model_global.pt"), freeze_global=True)
     run_bundle(topk, ["train.json", "train_topk.json"], overrides)
     assert (topk / "models/model_topk.pt").is_file()
     assert hashlib.sha256(sw_weights.read_bytes()).hexdigest() == sw_hash  # the sliding-window model is untouched
     ckpt = torch.load(topk / "models/model_topk.pt", map_location="cpu", weights_only=True)
     sw = torch.load(sw_weights, map_location="cpu", weights_only=True)["model"]
-    for key, value in sw.items():  # frozen local network: exactly the sliding-window weights
-        assert torch.equal(ckpt["model"][f"local_net.{key}"], value), key
+    for prefix, frozen in (("local_net.", sw), ("global_net.", glob)):  # both exactly the weights they started from
+        for key, value in frozen.items():
+            assert torch.equal(ckpt["model"][prefix + key], value), prefix + key
 
     run_bundle(topk, ["train.json", "train_topk.json", "evaluate.json"], overrides)
     meta = json.loads((topk / "configs/metadata.json").read_text())

@@ -75,7 +75,7 @@ def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_fold
     work.mkdir()
     record = work / "training.json"
     record.write_text(json.dumps({"shape": [64, 64, 24], "spacing": [0.8, 0.8, 2.5], "num_train": 8, "num_test": 2,
-                                  "seed": 0, "train": {}, "train_topk": {}}))
+                                  "seed": 0, "train": {}, "train_global": {}, "train_topk": {}}))
     try:
         benchmark_inference(work, shape=(96, 96, 32), reuse_training=True)
     except ValueError as err:
@@ -86,18 +86,44 @@ def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_fold
     assert record.is_file()  # nothing deleted
 
 
+def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(tmp_path, monkeypatch):
+    import e2enet_monai.bundle.inference_benchmark as bench
+
+    calls = []
+    monkeypatch.setattr(bench, "run_bundle", lambda bundle, configs, overrides, log_file: calls.append(configs[-1]))
+    shutil.copytree(REPO_BUNDLES / "e2enet_btcv_segmentation/configs", tmp_path / "configs")
+    settings = {"train": {"epochs": 1}, "train_global": {"epochs": 2}, "train_topk": {"epochs": 3}}
+    first = bench._train(tmp_path, tmp_path, settings, None)
+    assert calls == ["train.json", "train_global.json", "train_topk.json"]
+    assert {k for k in first if k.startswith("minutes_")} == {"minutes_train", "minutes_train_global",
+                                                               "minutes_train_topk"}
+    calls.clear()
+    again = bench._train(tmp_path, tmp_path, {**settings, "train_global": {"epochs": 5}}, {**first, "minutes_train": 7})
+    assert calls == ["train_global.json", "train_topk.json"]  # the sliding-window model is kept, the rest retrained
+    assert again["minutes_train"] == 7 and again["train_global"] == {"epochs": 5}
+    calls.clear()
+    bench._train(tmp_path, tmp_path, settings, first)
+    assert calls == []
+    with open(tmp_path / "configs/train_topk.json", "a") as f:  # an edited config file the global stage reads too
+        f.write("\n")
+    bench._train(tmp_path, tmp_path, settings, first)
+    assert calls == ["train_global.json", "train_topk.json"]
+
+
 def test_report_command_reads_back_to_the_same_settings():
     """The command quoted in the report, pasted in a shell, gives fire the same flags (booleans stay booleans)."""
     train, topk = {"sparse_training": False, "epochs": 20, "patch_size": [32, 48, 48]}, {"epochs": 8}
-    line = command_line(invert_labels=False, train_overrides=train, topk_overrides=topk)
+    glob = {"learning_rate": 0.001}
+    line = command_line(invert_labels=False, train_overrides=train, topk_overrides=topk, global_overrides=glob)
     seen = {}
 
-    def main(invert_labels=True, reuse_training=False, train_overrides=None, topk_overrides=None):
+    def main(invert_labels=True, reuse_training=False, train_overrides=None, topk_overrides=None,
+             global_overrides=None):
         seen.update(invert_labels=invert_labels, reuse_training=reuse_training, train=train_overrides,
-                    topk=topk_overrides)
+                    topk=topk_overrides, glob=global_overrides)
 
     words = shlex.split(line)
     assert words[:2] == ["python", "tools/benchmark_inference.py"]
     fire.Fire(main, command=words[2:])
-    assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk}
+    assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk, "glob": glob}
     assert command_line() == "python tools/benchmark_inference.py"

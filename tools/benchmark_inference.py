@@ -12,9 +12,10 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
          shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = (1, 3, 5, 10, 30, 100, 0),
          num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
          reuse_training: bool = False, train_overrides: dict | None = None, topk_overrides: dict | None = None,
-         ) -> None:
+         global_overrides: dict | None = None) -> None:
     """
-    Train the BTCV bundle (sliding window) and its top-k model on phantoms of SHAPE voxels at SPACING mm, then time
+    Train the BTCV bundle (sliding window), the global network of its top-k model (whole shrunk volumes) and the
+    top-k model on phantoms of SHAPE voxels at SPACING mm, then time
     the whole inference pipeline (load, preprocess, infer, postprocess, write) of NUM_TEST held-out phantoms with
     sliding window and with top-k at each K of KS (0 = all candidates); write OUT_DIR/benchmark_inference.md, .json
     and .png.
@@ -31,22 +32,26 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
         seed: phantom seed.
         invert_labels: postprocess both methods by inverting the argmax label map (nearest neighbour); False
             inverts the probabilities, as the bundles do by default.
-        reuse_training: keep the phantoms and models already trained in WORKDIR with the same settings.
-        train_overrides: bundle config ids changed in the sliding-window training, e.g.
-            "{'sparse_training': False, 'epochs': 20}" (Python literals: False, not false).
+        reuse_training: keep the phantoms in WORKDIR and the training stages whose settings (and those of the
+            stages before them) are unchanged.
+        train_overrides: bundle config ids changed in the sliding-window training (and inherited by the others),
+            e.g. "{'sparse_training': False, 'epochs': 20}" (Python literals: False, not false).
         topk_overrides: config ids changed in the top-k training, e.g. "{'epochs': 8}".
+        global_overrides: config ids changed in the global network's training, e.g. "{'epochs': 20}".
     """
     rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed,
                                train_overrides=train_overrides, topk_overrides=topk_overrides,
-                               invert_labels=invert_labels, reuse_training=reuse_training)
-    sw = rows[0]
+                               invert_labels=invert_labels, reuse_training=reuse_training,
+                               global_overrides=global_overrides)
+    sw, minutes = rows[0], rows[0]["train_minutes"]
     post = "label map inverted by nearest neighbour" if invert_labels else "probabilities inverted"
     header = (f"Sliding window (overlap 0.5, Gaussian) vs top-k patch inference, BTCV bundle, {num_test} held-out "
               f"phantoms of {tuple(shape)} voxels at {tuple(spacing)} mm (network input {sw['volume']}), same "
-              f"local E2ENet and weights (patch {sw['patch_size']}; trained {sw['train_minutes']:.0f} min, top-k "
-              f"model {rows[-1]['train_minutes']:.0f} min more, on {num_train} phantoms); postprocessing: {post}; "
-              f"times are means per volume. Machine: {machine_label(threads)}. "
-              f"Command: {command_line(invert_labels, reuse_training, train_overrides, topk_overrides)}")
+              f"local E2ENet and weights (patch {sw['patch_size']}; trained {minutes['train']:.0f} min, then the "
+              f"global network {minutes['train_global']:.0f} min and the top-k model {minutes['train_topk']:.0f} "
+              f"min, on {num_train} phantoms); postprocessing: {post}; times are means per volume. "
+              f"Machine: {machine_label(threads)}. Command: "
+              f"{command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides)}")
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 

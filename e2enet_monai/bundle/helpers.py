@@ -93,21 +93,23 @@ def existing(obj):
     return obj
 
 
-def load_weights(module: torch.nn.Module, path: str | os.PathLike = "", key: str = "model", freeze: bool = False):
+def load_weights(module: torch.nn.Module, path: str | os.PathLike = "", key: str = "model", freeze: bool = False,
+                 config_key: str = "path"):
     """
     Load ``path`` (a bundle checkpoint ``{key: state_dict}`` or a bare state_dict) into ``module`` when ``path`` is
-    not empty, optionally freeze it, and return it: lets a config start a sub-network (e.g. the local network of
-    ``NMSWNet``) from another bundle's ``models/model.pt``.
+    not empty, optionally freeze it, and return it: lets a config start a sub-network (e.g. the local or global
+    network of ``NMSWNet``) from another training's checkpoint. ``config_key`` names the config id that gave
+    ``path``, for the error messages.
     """
     if path:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"checkpoint {path} not found (config key local_checkpoint).")
+            raise FileNotFoundError(f"checkpoint {path} not found (config key {config_key}).")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         state = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else ckpt
         missing, unexpected = module.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not fit {type(module).__name__}: missing keys "
-                             f"{missing[:5]}, unexpected keys {unexpected[:5]} (check channels/strides).")
+            raise ValueError(f"checkpoint {path} (config key {config_key}) does not fit {type(module).__name__}: "
+                             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]} (check channels/strides).")
     if freeze:
         module.requires_grad_(False)
     return module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -19,7 +20,8 @@ from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.utils.io import atomic_write_bytes
 
 __all__ = [
-    "SW_BENCHMARK_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inference", "command_line", "write_inference_report"
+    "GLOBAL_CPU_OVERRIDES", "SW_BENCHMARK_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inference", "command_line",
+    "write_inference_report",
 ]
 
 # sliding-window training on full-size phantoms, on top of the CPU demo settings: the demo's learning rate (0.02)
@@ -46,6 +48,23 @@ TOPK_CPU_OVERRIDES = {
     "val_interval": 4,
     "num_samples": 1,
 }
+
+# the global network first, alone on whole shrunk volumes (train_global.json): what it sees in inference, at about
+# 1 s per volume on 2 cores; the top-k training then keeps it frozen and learns the scores and the fusion gate
+GLOBAL_CPU_OVERRIDES = {
+    "learning_rate": 0.003,
+    "aug_prob": 0.0,
+    "epochs": 12,
+    "epoch_length": 100,
+    "val_interval": 4,
+}
+
+DATA_SETTINGS = ("shape", "spacing", "num_train", "num_test", "seed")
+TRAINING_STAGES = (
+    ("train", ["train.json"]),
+    ("train_global", ["train.json", "train_topk.json", "train_global.json"]),
+    ("train_topk", ["train.json", "train_topk.json"]),
+)
 
 
 def _dice(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
@@ -133,19 +152,43 @@ def _measure(spec: dict) -> dict:
     return result
 
 
-def _train(work: Path, bundle: Path, settings: dict, train_overrides: dict, topk_overrides: dict) -> dict:
-    """Write the phantoms and train both models into ``work``; return the settings with the training minutes."""
+def _write_phantoms(work: Path, settings: dict) -> None:
+    """Training phantoms with their datalist in ``work/data``, held-out ones in ``work/held_out``."""
     raw, held_out = work / "data", work / "held_out"
     shape, spacing, seed = tuple(settings["shape"]), tuple(settings["spacing"]), settings["seed"]
     write_synthetic("btcv", raw, num_train=settings["num_train"], num_test=0, shape=shape, spacing=spacing, seed=seed)
     prepare_dataset("btcv", raw, raw / "datalist.json")
     write_synthetic("btcv", held_out, num_train=settings["num_test"], num_test=0, shape=shape, spacing=spacing,
                     seed=seed + 10_000)
-    t0 = time.time()
-    run_bundle(bundle, ["train.json"], train_overrides, log_file=work / "train_sw.log")
-    t1 = time.time()
-    run_bundle(bundle, ["train.json", "train_topk.json"], topk_overrides, log_file=work / "train_topk.log")
-    return {**settings, "train_minutes_sw": (t1 - t0) / 60, "train_minutes_topk": (time.time() - t1) / 60}
+
+
+def _config_digest(bundle: Path, configs: Sequence[str]) -> str:
+    """sha256 of the config files a training stage runs, in order."""
+    digest = hashlib.sha256()
+    for name in configs:
+        digest.update((bundle / "configs" / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _train(work: Path, bundle: Path, settings: dict, saved: dict | None) -> dict:
+    """
+    Run the training stages (sliding window, global network, top-k) into ``work``, skipping the leading stages whose
+    overrides and config files match ``saved`` (a previous ``training.json``); return ``settings`` with each
+    stage's config digest and minutes.
+    """
+    record, reusing = {}, saved is not None
+    for stage, configs in TRAINING_STAGES:
+        digest = _config_digest(bundle, configs)
+        reusing = (reusing and saved.get(stage) == settings[stage] and saved.get(f"configs_{stage}") == digest
+                   and f"minutes_{stage}" in saved)
+        if reusing:
+            record.update({f"configs_{stage}": digest, f"minutes_{stage}": saved[f"minutes_{stage}"]})
+            print(f"reusing the {stage} training in {work}", flush=True)
+            continue
+        t0 = time.time()
+        run_bundle(bundle, configs, settings[stage], log_file=work / f"{stage}.log")
+        record.update({f"configs_{stage}": digest, f"minutes_{stage}": (time.time() - t0) / 60})
+    return {**settings, **record}
 
 
 def benchmark_inference(
@@ -161,17 +204,21 @@ def benchmark_inference(
     topk_overrides: dict | None = None,
     invert_labels: bool = True,
     reuse_training: bool = False,
+    global_overrides: dict | None = None,
 ) -> list[dict]:
     """
-    Train the BTCV bundle with sliding window (CPU demo settings and :data:`SW_BENCHMARK_OVERRIDES`), then its top-k model (local network frozen from
-    the first, :data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm; then infer
-    ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every candidate),
-    each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the network grid
-    and nearest-neighbour inversion, else the bundle default of inverting probabilities).
+    Train the BTCV bundle with sliding window (CPU demo settings and :data:`SW_BENCHMARK_OVERRIDES`), then the
+    global network of its top-k model alone on whole shrunk volumes (:data:`GLOBAL_CPU_OVERRIDES`), then the top-k
+    model with both networks frozen (:data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm;
+    then infer ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every
+    candidate), each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the
+    network grid and nearest-neighbour inversion, else the bundle default of inverting probabilities).
 
-    ``train_overrides`` and ``topk_overrides`` change the two trainings (e.g. fewer iterations for a smoke run).
-    ``reuse_training`` keeps the phantoms and trained models already in ``workdir`` when they were made with the
-    same settings (to re-time inference without retraining); otherwise ``workdir`` is replaced.
+    ``train_overrides``, ``global_overrides`` and ``topk_overrides`` change the three trainings (e.g. fewer
+    iterations for a smoke run); the later stages inherit ``train_overrides``. ``reuse_training`` keeps the
+    phantoms in ``workdir`` and every training stage whose settings, and those of the stages before it, are
+    unchanged (to re-time inference, or retrain only the top-k stages); it refuses phantoms made with other
+    settings. Otherwise ``workdir`` is replaced.
 
     Returns one row per method: mean pipeline and network seconds, FLOPs of the network calls, peak RSS added by
     inference, mean Dice on the phantoms' own grid, patches refined, training minutes.
@@ -181,22 +228,26 @@ def benchmark_inference(
     base = {**CPU_DEMO_OVERRIDES, **SW_BENCHMARK_OVERRIDES, "dataset_dir": str(work / "data"),
             **(train_overrides or {})}
     topk = {**base, **TOPK_CPU_OVERRIDES, "local_checkpoint": str(bundle / "models/model.pt"), **(topk_overrides or {})}
+    glob = {**topk, **GLOBAL_CPU_OVERRIDES, **(global_overrides or {})}
+    topk.update({"global_checkpoint": str(bundle / "models/model_global.pt"), "freeze_global": True})
     settings = {"shape": list(shape), "spacing": list(spacing), "num_train": num_train, "num_test": num_test,
-                "seed": seed, "train": base, "train_topk": topk}
+                "seed": seed, "train": base, "train_global": glob, "train_topk": topk}
     record = work / "training.json"
+    saved = None
     if reuse_training and record.is_file():
         saved = json.loads(record.read_text())
-        differs = sorted(k for k in settings if saved.get(k) != settings[k])
+        differs = [k for k in DATA_SETTINGS if saved.get(k) != settings[k]]
         if differs:
-            raise ValueError(f"{record} was trained with other settings ({', '.join(differs)}); run without "
-                             f"reuse_training to retrain, or pass the settings it records.")
-        settings = saved
+            raise ValueError(f"{record} was trained on phantoms made with other settings ({', '.join(differs)}); "
+                             f"run without reuse_training to start again, or pass the settings it records.")
+        shutil.copytree(REPO_BUNDLES / bundle.name / "configs", bundle / "configs", dirs_exist_ok=True)
     else:
         if work.exists():
             shutil.rmtree(work)
         shutil.copytree(REPO_BUNDLES / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-        settings = _train(work, bundle, settings, base, topk)
-        atomic_write_bytes(record, (json.dumps(settings, indent=2) + "\n").encode())
+        _write_phantoms(work, settings)
+    settings = _train(work, bundle, settings, saved)
+    atomic_write_bytes(record, (json.dumps(settings, indent=2) + "\n").encode())
     held_out = work / "held_out"
     cases = [(str(i), str(held_out / "RawData/Training/label" / i.name.replace("img", "label")))
              for i in sorted((held_out / "RawData/Training/img").glob("*.nii.gz"))]
@@ -227,18 +278,19 @@ def benchmark_inference(
             "dice": float(np.nanmean([x["dice"] for x in r])),
             "volume": r[0]["shape"],
             "patch_size": list(base["patch_size"]),
-            "train_minutes": settings["train_minutes_sw"] if k == 0 else settings["train_minutes_topk"],
+            "train_minutes": {stage: settings[f"minutes_{stage}"] for stage, _ in TRAINING_STAGES},
         })
         print(f"{name}: {rows[-1]['pipeline_s']:.1f} s, Dice {rows[-1]['dice']:.3f}", flush=True)
     return rows
 
 
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,
-                 topk_overrides: dict | None = None) -> str:
+                 topk_overrides: dict | None = None, global_overrides: dict | None = None) -> str:
     """The ``tools/benchmark_inference.py`` command (shell syntax) naming the flags that differ from the defaults;
     overrides are written as Python literals, which is how ``fire`` reads them back."""
     flags = [("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
              (f'--train_overrides "{train_overrides!r}"', train_overrides),
+             (f'--global_overrides "{global_overrides!r}"', global_overrides),
              (f'--topk_overrides "{topk_overrides!r}"', topk_overrides)]
     return " ".join(["python tools/benchmark_inference.py"] + [f for f, on in flags if on])
 

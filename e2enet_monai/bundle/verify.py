@@ -18,7 +18,7 @@ OUR_SCHEMA = Path(__file__).with_name("metadata_schema.json")
 REQUIRED_FILES = (
     "LICENSE", "large_files.yml", "configs/metadata.json", "configs/inference.json", "configs/train.json",
     "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/multi_gpu_evaluate.json", "configs/logging.conf",
-    "configs/inference_topk.json", "configs/train_topk.json",
+    "configs/inference_topk.json", "configs/train_topk.json", "configs/train_global.json",
     "docs/README.md", "docs/data_license.txt",
 )
 
@@ -104,6 +104,7 @@ def check_properties(bundle: str | os.PathLike) -> None:
     runs = (("train", ["train.json"], {"num_workers": 0}),
             ("inference", ["inference.json"], {"load_pretrain": False}),
             ("train", ["train.json", "train_topk.json"], {"num_workers": 0}),
+            ("train", ["train.json", "train_topk.json", "train_global.json"], {"num_workers": 0}),
             ("inference", ["inference.json", "inference_topk.json"], {"load_pretrain": False}))
     for workflow, configs, extra in runs:
         wf = ConfigWorkflow(config_file=[str(b / "configs" / c) for c in configs],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from e2enet_monai.networks.blocks.patch_selection import box_slices
+from e2enet_monai.networks.nets.nmsw import shrink_label
 
 __all__ = ["TopKPatchLoss"]
 
@@ -36,10 +36,7 @@ class TopKPatchLoss(nn.Module):
 
     def coarse_label(self, label: torch.Tensor, padded_size, coarse_size) -> torch.Tensor:
         """Label at the coarse grid: padded at the end like the image, sampled at each block's centre voxel."""
-        pad = [p - s for s, p in zip(label.shape[2:], padded_size)]
-        padded = F.pad(label, [v for p in reversed(pad) for v in (0, p)])
-        ds, first = self.downsample, self.downsample // 2
-        small = padded[(..., *(slice(first, None, ds),) * len(pad))]
+        small = shrink_label(label, self.downsample, padded_size)
         return small[(..., *(slice(0, n) for n in coarse_size))]
 
     def forward(self, output: dict, label: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ from monai.transforms import (
     Transposed,
 )
 
+from e2enet_monai.transforms.coarse import CoarseViewd
 from e2enet_monai.transforms.brats import BraTSRegionsd, ReorderChannelsd, RegionsToBraTSLabeld
 from e2enet_monai.transforms.io import SaveSegmentationd
 from e2enet_monai.transforms.post import ArgMaxd
@@ -65,6 +66,11 @@ def _load_and_resample(stage: str, spacing: Sequence[float], reorder_channels: b
     return keys, chain
 
 
+def _coarse_view(keys: Sequence[str], downsample: int, divisor: Sequence[int] | int) -> list:
+    """:class:`CoarseViewd` when ``downsample > 1`` (labels centre-sampled), else nothing."""
+    return [CoarseViewd(keys, downsample, divisor, label_keys="label")] if int(downsample) > 1 else []
+
+
 def _augment(keys: Sequence[str], image_key: str, prob: float, flip_prob: float) -> list:
     """Flips on each axis; intensity scale/shift, noise, blur and gamma on the image (nnU-Net-like, CPU-cheap)."""
     flips = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)] if flip_prob > 0 else []
@@ -88,6 +94,8 @@ def ct_transforms(
     pos_fraction: float = 1 / 3,
     aug_prob: float = 0.15,
     flip_prob: float = 0.2,
+    downsample: int = 1,
+    divisor: Sequence[int] | int = 1,
 ) -> Compose:
     """
     CT chain: load, channel first, RAS, resample to ``spacing`` (mm, x/y/z), clip ``intensity_range`` (HU) to
@@ -98,20 +106,23 @@ def ct_transforms(
 
     Args:
         stage: ``"train"``, ``"val"`` (image and label) or ``"infer"`` (image only).
-        patch_size: ``(S-I, R-L, A-P)`` training patch, required for ``"train"``.
-        num_classes: classes including background, required for ``"train"``.
+        patch_size: ``(S-I, R-L, A-P)`` training patch; ``None`` trains on whole volumes.
+        num_classes: classes including background, required to crop patches in ``"train"``.
         aug_prob: probability of each intensity augmentation.
         flip_prob: probability of mirroring along each axis (0 disables).
+        downsample: > 1 shrinks the volume to what a top-k model's global network sees (:class:`CoarseViewd`
+            with ``divisor``), before any crop (``patch_size`` is then in shrunk voxels).
     """
     keys, chain = _load_and_resample(stage, spacing)
     chain += [
         ScaleIntensityRanged("image", a_min=intensity_range[0], a_max=intensity_range[1], b_min=0.0, b_max=1.0,
                              clip=True),
         Transposed(keys, indices=SLICE_FIRST),
+        *_coarse_view(keys, downsample, divisor),
     ]
-    if stage == "train":
-        if patch_size is None or num_classes is None:
-            raise ValueError("ct_transforms(stage='train') needs patch_size and num_classes.")
+    if stage == "train" and patch_size is not None:
+        if num_classes is None:
+            raise ValueError("ct_transforms(stage='train', patch_size=...) needs num_classes.")
         organs = num_classes - 1
         ratios = [organs * (1 - pos_fraction) / pos_fraction] + [1.0] * organs  # background (body) first
         chain += [
@@ -122,8 +133,9 @@ def ct_transforms(
                                     num_classes=num_classes, num_samples=num_samples,
                                     indices_key="label_cls_indices", warn=False),
             DeleteItemsd("label_cls_indices"),
-            *_augment(keys, "image", aug_prob, flip_prob),
         ]
+    if stage == "train":
+        chain += _augment(keys, "image", aug_prob, flip_prob)
     chain.append(EnsureTyped(keys, track_meta=stage != "train"))
     return Compose(chain)
 
@@ -136,12 +148,15 @@ def brats_transforms(
     convention: str = "brats2021",
     aug_prob: float = 0.15,
     flip_prob: float = 0.5,
+    downsample: int = 1,
+    divisor: Sequence[int] | int = 1,
 ) -> Compose:
     """
     BraTS chain: load the 4 modalities (one file each, or one 4-D file reordered by the case's ``channel_order``)
     in the order T1c, T1, T2, FLAIR, RAS, resample to ``spacing``, z-score each channel over non-zero voxels,
     slice axis first; labels become TC/WT/ET channels (:class:`BraTSRegionsd`, ``convention`` unless the case
-    names its own). ``"train"`` adds ``num_samples`` random crops of ``patch_size`` and augmentation.
+    names its own). ``"train"`` adds ``num_samples`` random crops of ``patch_size`` (``None``: whole volumes) and
+    augmentation. ``downsample`` > 1 shrinks the volume first, as in :func:`ct_transforms`.
     """
     keys, chain = _load_and_resample(stage, spacing, reorder_channels=True)
     chain += [
@@ -150,14 +165,14 @@ def brats_transforms(
     ]
     if stage != "infer":
         chain.append(BraTSRegionsd("label", convention=convention))
-    if stage == "train":
-        if patch_size is None:
-            raise ValueError("brats_transforms(stage='train') needs patch_size.")
+    chain += _coarse_view(keys, downsample, divisor)
+    if stage == "train" and patch_size is not None:
         chain += [
             SpatialPadd(keys, spatial_size=patch_size),
             RandSpatialCropSamplesd(keys, roi_size=patch_size, num_samples=num_samples, random_size=False),
-            *_augment(keys, "image", aug_prob, flip_prob),
         ]
+    if stage == "train":
+        chain += _augment(keys, "image", aug_prob, flip_prob)
     chain.append(EnsureTyped(keys, track_meta=stage != "train"))
     return Compose(chain)
 

@@ -14,7 +14,7 @@ from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS
 from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, box_slices, gumbel_topk
 from e2enet_monai.networks.blocks.score_head import ScoreHead
 
-__all__ = ["NMSWNet", "upsample_region"]
+__all__ = ["NMSWNet", "padded_shape", "shrink_image", "shrink_label", "upsample_region"]
 
 MASKED_SCORE = -1e4  # added to candidates with no coarse foreground: they come last, but can still be picked
 
@@ -22,6 +22,35 @@ MASKED_SCORE = -1e4  # added to candidates with no coarse foreground: they come 
 def _first(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """Full-resolution logits of a network that may return deep-supervision lists in training."""
     return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def padded_shape(spatial: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
+    """``spatial`` rounded up, axis by axis, to a multiple of ``multiple``."""
+    return tuple(int(math.ceil(s / m) * m) for s, m in zip(spatial, multiple))
+
+
+def _pad_end(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the last ``len(size)`` axes of ``x`` at their end to ``size``."""
+    pad = [p - s for s, p in zip(x.shape[-len(size):], size)]
+    return F.pad(x, [v for p in reversed(pad) for v in (0, p)])
+
+
+def shrink_image(image: torch.Tensor, downsample: int, size: Sequence[int]) -> torch.Tensor:
+    """
+    The global network's input: ``image`` zero-padded at the end to ``size`` (a multiple of ``downsample``) and
+    average-pooled ``downsample`` times. Shape: ``([B,] C, *S)`` -> ``([B,] C, *size / downsample)``.
+    """
+    x = _pad_end(image, size)
+    return F.avg_pool3d(x, downsample) if downsample > 1 else x
+
+
+def shrink_label(label: torch.Tensor, downsample: int, size: Sequence[int]) -> torch.Tensor:
+    """
+    The label on the global network's grid: zero-padded at the end to ``size`` like the image, then sampled at the
+    centre voxel (index ``downsample // 2``) of every block. Shape: ``([B,] C, *S)`` -> ``([B,] C, *size / downsample)``.
+    """
+    first = downsample // 2
+    return _pad_end(label, size)[(..., *(slice(first, None, downsample),) * len(size))]
 
 
 def upsample_region(coarse: torch.Tensor, origin: Sequence[int], size: Sequence[int], factor: int) -> torch.Tensor:
@@ -146,17 +175,14 @@ class NMSWNet(nn.Module):
     # building blocks, shared with TopKPatchInferer
     def padded_size(self, spatial: Sequence[int]) -> tuple[int, ...]:
         """Full-resolution size the global pass works on: ``spatial`` rounded up to ``downsample * divisor``."""
-        return tuple(int(math.ceil(s / m) * m) for s, m in zip(spatial, self.multiple))
+        return padded_shape(spatial, self.multiple)
 
     def global_forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Coarse logits and the score feature of ``image`` ``(B, in, *S)``, zero-padded at the end to
         :meth:`padded_size` and average-pooled ``downsample`` times: ``(B, C, *s)`` and ``(B, F, *f)``.
         """
-        pad = [p - s for s, p in zip(image.shape[2:], self.padded_size(image.shape[2:]))]
-        x = F.pad(image, [v for p in reversed(pad) for v in (0, p)])
-        if self.downsample > 1:
-            x = F.avg_pool3d(x, self.downsample)
+        x = shrink_image(image, self.downsample, self.padded_size(image.shape[2:]))
         self._feature = None
         coarse = _first(self.global_net(x))
         feature = coarse if self.feature_layer is None else self._feature
