@@ -1,11 +1,39 @@
-"""Shared fixtures: a real HTTP server on 127.0.0.1 for download tests (tests never use the internet)."""
+"""
+Shared fixtures: a real HTTP server on 127.0.0.1 for download tests (tests never use the internet), and the MONAI
+Label environment built in the background while the other tests run.
+"""
 
 import functools
 import http.server
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+_BUILD_VENV = "from e2enet_monai.bundle.label_app import ensure_monailabel_venv; ensure_monailabel_venv()"
+
+
+def pytest_collection_finish(session):
+    """
+    Start building the MONAI Label environment (minutes of downloading and unpacking from PyPI, little CPU) as
+    soon as a test that needs it is collected; its ``venv`` fixture calls the same locked, resumable build and waits.
+    """
+    if any(item.path.name == "test_monailabel.py" and "venv" in item.fixturenames for item in session.items):
+        session.config._monailabel_build = subprocess.Popen(
+            [sys.executable, "-c", _BUILD_VENV], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+
+def pytest_sessionfinish(session):
+    """Stop a background build still running (e.g. after ``-x``), pip included; the next session resumes it."""
+    build = getattr(session.config, "_monailabel_build", None)
+    if build is not None and build.poll() is None:
+        os.killpg(build.pid, signal.SIGTERM)
+        build.wait()
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -164,3 +164,15 @@ def test_runner_passes_booleans_as_python_literals():
                          {"sparse_training": False, "channels": [8, 16], "overwrite": True})
     assert cmd[cmd.index("--sparse_training") + 1] == "False" and cmd[cmd.index("--overwrite") + 1] == "True"
     assert cmd[cmd.index("--channels") + 1] == "[8, 16]"
+
+
+def test_runner_log_file_is_written_and_named_on_failure(tmp_path):
+    from e2enet_monai.bundle.runner import run_bundle
+
+    log = tmp_path / "train.log"
+    with pytest.raises(RuntimeError) as err:  # an unknown override key fails before anything is built
+        run_bundle(ROOT / "bundles/e2enet_btcv_segmentation", ["train.json"], {"epoch": 2}, log_file=log)
+    text = log.read_text()
+    assert text.startswith(sys.executable) and "--epoch 2" in text.splitlines()[0]
+    assert "epoch" in text.split("\n", 1)[1]  # the bundle's own error, streamed to the file
+    assert f"(full log: {log})" in str(err.value) and text.splitlines()[-1] in str(err.value)

@@ -30,6 +30,22 @@ def test_phantoms_are_deterministic(tmp_path):
     assert codes == [("L", "P", "S"), ("L", "P", "S"), ("R", "A", "S")]
 
 
+@pytest.mark.parametrize("kind", ["btcv", "amos"])
+def test_every_phantom_organ_stays_mostly_visible(kind):
+    """Organs are drawn largest first: none loses half of its ellipsoid to a later one (the gallbladder once lost
+    most of itself under the liver, and no network could learn it)."""
+    from e2enet_monai.data.labels import AMOS_LABELS, BTCV_LABELS
+    from e2enet_monai.data.phantoms import _ORGANS, ct_phantom
+
+    labels, shape = (BTCV_LABELS if kind == "btcv" else AMOS_LABELS), (128, 128, 48)
+    for seed in range(4):
+        _, label = ct_phantom(labels, shape, seed=seed)
+        counts = np.bincount(label.ravel(), minlength=len(labels))
+        for value, name in enumerate(labels[1:], 1):
+            nominal = 4 / 3 * np.pi * np.prod(_ORGANS[name][1]) * np.prod(shape)
+            assert counts[value] >= 0.5 * nominal, (seed, name, counts[value], round(nominal))
+
+
 def test_btcv_folds_and_fixed_split(tmp_path):
     raw = write_synthetic("btcv", tmp_path / "raw", num_train=30, num_test=1, shape=SMALL)
     dl = prepare_dataset("btcv", raw, tmp_path / "lists/datalist.json", read_data=False)

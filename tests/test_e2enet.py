@@ -106,3 +106,22 @@ def test_torchscript_matches_eager(tmp_path):
 
 def test_nnunet_like_baseline_size():
     assert sum(p.numel() for p in nnunet_like_dynunet(1, 16).parameters()) == pytest.approx(31.2e6, rel=0.01)
+
+
+def test_batch_dice_pools_each_class_over_the_patches():
+    """A class present in one patch and absent from the other: per-patch Dice scores the empty patch 0 for any
+    prediction of it; batch Dice pools both patches, so it equals the Dice of the concatenated batch."""
+    from monai.losses import DiceCELoss
+
+    from e2enet_monai.losses import deep_supervision_dice_ce
+
+    label = torch.zeros(2, 1, 8, 8, 8, dtype=torch.long)
+    label[0, :, 2:6, 2:6, 2:6] = 1
+    guess = label.clone()
+    guess[1, :, :2, :2, :2] = 1  # right in the first patch, 8 false voxels in the second
+    logits = 6.0 * torch.cat([1 - 2 * guess, 2 * guess - 1], 1).float()
+    per_patch, pooled = deep_supervision_dice_ce(1), deep_supervision_dice_ce(1, batch_dice=True)
+    joined = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-5, smooth_dr=1e-5)
+    whole = joined(torch.cat(list(logits), -1)[None], torch.cat(list(label), -1)[None])
+    assert torch.allclose(pooled([logits], label), whole, atol=1e-6)
+    assert per_patch([logits], label) > pooled([logits], label) + 0.4  # (~1 + ~0) / 2 vs 1 - 128 / 136

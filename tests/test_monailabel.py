@@ -167,3 +167,41 @@ def test_monailabel_serves_and_trains_bundles(venv, tmp_path, kind, names):
         raise
     finally:
         server.stop()
+
+
+def test_environment_build_is_resumable_and_shared_between_callers(tmp_path, monkeypatch):
+    """A completed build is reused; an interrupted one (no marker) or changed requirements reinstall into it."""
+    import threading
+
+    from e2enet_monai.bundle import label_app
+
+    calls, started = [], threading.Event()
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        if cmd[1:3] == ["-m", "venv"]:
+            (Path(cmd[3]) / "bin").mkdir(parents=True)
+            (Path(cmd[3]) / "bin/python").touch()
+        else:
+            started.set()
+            time.sleep(0.3)  # a second caller arrives while pip runs
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(label_app.subprocess, "run", fake_run)
+    venv = tmp_path / "ml-venv"
+    first = threading.Thread(target=label_app.ensure_monailabel_venv, args=(venv,))
+    first.start()
+    started.wait(5)
+    assert label_app.ensure_monailabel_venv(venv) == venv  # waited for the first build, then reused it
+    first.join()
+    assert [c[1:3] for c in calls] == [["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
+    assert [c[-len(r):] for c, r in zip(calls[1:], label_app.MONAILABEL_REQUIREMENTS)] == \
+        [list(r) for r in label_app.MONAILABEL_REQUIREMENTS]
+
+    calls.clear()
+    (venv / ".e2enet-requirements.json").unlink()  # interrupted before completion: resumed in place
+    label_app.ensure_monailabel_venv(venv)
+    assert [c[1:3] for c in calls] == [["-m", "pip"], ["-m", "pip"]]
+    calls.clear()
+    label_app.ensure_monailabel_venv(venv)
+    assert calls == []

@@ -30,18 +30,28 @@ def default_venv() -> Path:
 
 def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = sys.executable) -> Path:
     """
-    Return a virtual environment with MONAI Label 0.8.5, creating it (about 2 minutes and 8 GB from PyPI) when it
-    does not have ``bin/monailabel`` yet. It is separate from the project's environment on purpose (see
-    :data:`MONAILABEL_REQUIREMENTS`).
+    Return a virtual environment with MONAI Label 0.8.5, creating it (about 2 minutes and 8 GB from PyPI) unless a
+    previous build completed with the same :data:`MONAILABEL_REQUIREMENTS`. It is separate from the project's
+    environment on purpose (see :data:`MONAILABEL_REQUIREMENTS`). Concurrent callers (e.g. a build started in the
+    background by the test session and the test that needs it) wait on a lock file next to the environment, so one
+    builds and the others reuse it; an interrupted build has no completion marker and is resumed by the next call.
     """
+    import fcntl  # POSIX only, like the rest of the MONAI Label set-up
+
     venv = Path(venv) if venv else default_venv()
-    if (venv / "bin/monailabel").is_file():
-        return venv
+    marker = venv / ".e2enet-requirements.json"
+    wanted = json.dumps(MONAILABEL_REQUIREMENTS)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
-    for requirements in MONAILABEL_REQUIREMENTS:
-        subprocess.run(pip + list(requirements), check=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text() == wanted:
+            return venv
+        if not (venv / "bin/python").is_file():
+            subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
+        for requirements in MONAILABEL_REQUIREMENTS:
+            subprocess.run(pip + list(requirements), check=True)
+        marker.write_text(wanted)
     return venv
 
 

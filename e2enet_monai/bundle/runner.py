@@ -53,14 +53,24 @@ def bundle_command(bundle: str | os.PathLike, configs: Sequence[str], overrides:
 def run_bundle(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object] | None = None,
                launcher: Sequence[str] | None = None, log_file: str | os.PathLike | None = None,
                timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a bundle workflow in a subprocess; raise with the output's tail if it fails (``check``)."""
+    """
+    Run a bundle workflow in a subprocess; raise with the output's tail if it fails (``check``). With ``log_file``
+    the command line and then its output (stdout and stderr together) are written there as it runs, so the file can
+    be followed live, and the returned process has no captured output; otherwise both are captured.
+    """
     cmd = bundle_command(bundle, configs, overrides, launcher)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if log_file is not None:
-        Path(log_file).write_text(" ".join(cmd) + "\n\n" + proc.stdout + "\n" + proc.stderr)
+    if log_file is None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        where, tail = "", proc.stderr
+    else:
+        with open(log_file, "w") as log:
+            log.write(" ".join(cmd) + "\n\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+        where, tail = f"\n(full log: {log_file})", Path(log_file).read_text()
     if check and proc.returncode != 0:
-        raise RuntimeError(f"bundle run failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"bundle run failed ({proc.returncode}): {' '.join(cmd)}{where}\n{tail[-4000:]}")
     return proc
 
 

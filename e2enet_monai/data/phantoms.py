@@ -82,7 +82,8 @@ def ct_phantom(
     image[_ellipsoid(grid, (0.5, 0.5, 0.5), (body_r[0] - 0.04, body_r[1] - 0.04, 0.7))] = 20.0  # soft tissue
     spine = _ellipsoid(grid, (0.5, 0.82, 0.5), (0.06, 0.06, 0.7))
     label = np.zeros(shape, dtype=np.uint8)
-    for value, name in enumerate(labels):
+    # largest first, so that a small organ lying on a large one (the gallbladder on the liver) stays whole
+    for value, name in sorted(enumerate(labels), key=lambda vn: -np.prod(_ORGANS[vn[1]][1]) if vn[0] else 0.0):
         if value == 0:
             continue
         centre, radii, hu = _ORGANS[name]
