@@ -34,7 +34,7 @@ BRATS_VALUES = {"label_convention": "brats2023"}
 
 @pytest.fixture(scope="module")
 def venv():
-    return ensure_monailabel_venv()  # built once (about 2 minutes) and reused from outside the clone
+    return ensure_monailabel_venv()  # waits for the build conftest started in the background, or builds it
 
 
 def _bundles_with_weights(root: Path, names: list[str]) -> list[Path]:

@@ -83,10 +83,8 @@ def ct_phantom(
     spine = _ellipsoid(grid, (0.5, 0.82, 0.5), (0.06, 0.06, 0.7))
     label = np.zeros(shape, dtype=np.uint8)
     # largest first, so that a small organ lying on a large one (the gallbladder on the liver) stays whole
-    for value, name in sorted(enumerate(labels), key=lambda vn: -np.prod(_ORGANS[vn[1]][1]) if vn[0] else 0.0):
-        if value == 0:
-            continue
-        centre, radii, hu = _ORGANS[name]
+    for value in sorted(range(1, len(labels)), key=lambda v: -np.prod(_ORGANS[labels[v]][1])):
+        centre, radii, hu = _ORGANS[labels[value]]
         centre = tuple(c + rng.uniform(-0.02, 0.02) for c in centre)
         radii = tuple(r * rng.uniform(0.9, 1.1) for r in radii)
         organ = _ellipsoid(grid, centre, radii, _smooth_noise(shape, rng, 0.15)) & body
