@@ -205,3 +205,6 @@ def test_environment_build_is_resumable_and_shared_between_callers(tmp_path, mon
     calls.clear()
     label_app.ensure_monailabel_venv(venv)
     assert calls == []
+    monkeypatch.setattr(label_app, "MONAILABEL_REQUIREMENTS", [["monailabel==0.8.6"]])  # changed: reinstalled
+    label_app.ensure_monailabel_venv(venv)
+    assert calls == [[str(venv / "bin/python"), "-m", "pip", "install", "-q", "monailabel==0.8.6"]]

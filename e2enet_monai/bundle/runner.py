@@ -62,14 +62,16 @@ def run_bundle(bundle: str | os.PathLike, configs: Sequence[str], overrides: Map
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log_file is None:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        where, tail = "", proc.stderr
     else:
         with open(log_file, "w") as log:
             log.write(" ".join(cmd) + "\n\n")
             log.flush()
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
-        where, tail = f"\n(full log: {log_file})", Path(log_file).read_text()
-    if check and proc.returncode != 0:
+    if check and proc.returncode != 0:  # the log is read back only to report a failure
+        if log_file is None:
+            where, tail = "", proc.stderr
+        else:
+            where, tail = f"\n(full log: {log_file})", Path(log_file).read_text()
         raise RuntimeError(f"bundle run failed ({proc.returncode}): {' '.join(cmd)}{where}\n{tail[-4000:]}")
     return proc
 
