@@ -176,3 +176,22 @@ def test_runner_log_file_is_written_and_named_on_failure(tmp_path):
     assert text.startswith(sys.executable) and "--epoch 2" in text.splitlines()[0]
     assert "epoch" in text.split("\n", 1)[1]  # the bundle's own error, streamed to the file
     assert f"(full log: {log})" in str(err.value) and text.splitlines()[-1] in str(err.value)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("schema", SCHEMAS[1:], ids=lambda p: p.name)
+def test_model_zoo_ci_checks_pass_as_the_zoo_runs_them(bundle, schema, tmp_path, monkeypatch):
+    """Our copy of the zoo's verify_bundle.py: default n, no data, fake weights, from another working folder."""
+    import shutil
+
+    import zoo_ci
+
+    if not schema.is_file():
+        pytest.skip(f"official schema {schema} is provided beside the checkout in CI only")
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    zoo_ci.produce_fake_weights(copy)
+    monkeypatch.chdir(tmp_path)
+    assert zoo_ci.verify(copy, schema) == ["directory", "version", "metadata", "properties", "data shape",
+                                           "torchscript"]
+    assert (copy / "models/verify_model.ts").is_file()

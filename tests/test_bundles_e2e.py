@@ -25,13 +25,13 @@ NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """Run each bundle's demo once per session: (workdir, bundle folder, per-class Dice)."""
+    """Run each bundle's demo once per session (BTCV's with its top-k model): (workdir, bundle folder, Dice)."""
     cache = {}
 
     def get(name):
         if name not in cache:
             work = tmp_path_factory.mktemp(f"demo_{name}") / "run"
-            table = run_demo(name, work)
+            table = run_demo(name, work, topk=name == "btcv")
             cache[name] = (work, work / DEMO_DATASETS[name][0], table)
         return cache[name]
 
@@ -45,8 +45,10 @@ def mean(values):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_trained_bundle_reaches_dice_on_held_out_phantoms(demo, name):
-    _, _, table = demo(name)
+    _, bundle, table = demo(name)
     assert mean(table.values()) >= 0.6, table
+    header = (bundle / "eval/val_mean_dice_raw.csv").read_text().splitlines()[0].split(",")
+    assert header == ["filename", *table, "mean"]  # columns named after the classes, not class0..classN
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -199,52 +201,87 @@ def test_torchrun_two_ranks_on_cpu_writes_one_checkpoint(demo, tmp_path):
     assert sorted(p.name for p in (ddp / "models").iterdir()) == ["model.pt"]
 
 
-def test_topk_bundle_trains_from_sliding_window_weights_and_infers_on_the_input_grid(demo, tmp_path):
-    """train_global.json (whole shrunk volumes) -> train_topk.json (local network frozen from models/model.pt,
-    global network from models/model_global.pt) -> evaluate -> inference_topk.json."""
-    import hashlib
-
-    from e2enet_monai.bundle.inference_benchmark import GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES
-
+def test_demo_topk_model_keeps_both_frozen_networks_and_infers_on_the_input_grid(demo, tmp_path):
+    """The demo's top-k stages: train_global.json (whole shrunk volumes) -> train_topk.json (local network frozen
+    from models/model.pt, global network from models/model_global.pt) -> evaluate -> inference_topk.json."""
     work, bundle, table = demo("btcv")
-    topk = tmp_path / bundle.name
-    shutil.copytree(bundle, topk, ignore=shutil.ignore_patterns("eval"))
-    sw_weights = topk / "models/model.pt"
-    sw_hash = hashlib.sha256(sw_weights.read_bytes()).hexdigest()
-    overrides = {**CPU_DEMO_OVERRIDES, **TOPK_CPU_OVERRIDES, "dataset_dir": str(work / "data"), "canvas_size": [64, 96, 96],
-                 "local_checkpoint": str(sw_weights), "epochs": 2, "val_interval": 2}
-    run_bundle(topk, ["train.json", "train_topk.json", "train_global.json"],
-               {**overrides, **GLOBAL_CPU_OVERRIDES, "epochs": 2, "val_interval": 2})
-    glob = torch.load(topk / "models/model_global.pt", map_location="cpu", weights_only=True)["model"]
+    glob = torch.load(bundle / "models/model_global.pt", map_location="cpu", weights_only=True)["model"]
     assert not any(key.startswith(("local_net.", "score_head.")) for key in glob)  # the global E2ENet alone
-    overrides.update(global_checkpoint=str(topk / "models/model_global.pt"), freeze_global=True)
-    run_bundle(topk, ["train.json", "train_topk.json"], overrides)
-    assert (topk / "models/model_topk.pt").is_file()
-    assert hashlib.sha256(sw_weights.read_bytes()).hexdigest() == sw_hash  # the sliding-window model is untouched
-    ckpt = torch.load(topk / "models/model_topk.pt", map_location="cpu", weights_only=True)
-    sw = torch.load(sw_weights, map_location="cpu", weights_only=True)["model"]
+    ckpt = torch.load(bundle / "models/model_topk.pt", map_location="cpu", weights_only=True)
+    sw = torch.load(bundle / "models/model.pt", map_location="cpu", weights_only=True)["model"]
     for prefix, frozen in (("local_net.", sw), ("global_net.", glob)):  # both exactly the weights they started from
         for key, value in frozen.items():
             assert torch.equal(ckpt["model"][prefix + key], value), prefix + key
 
-    run_bundle(topk, ["train.json", "train_topk.json", "evaluate.json"], overrides)
+    topk = tmp_path / bundle.name
+    shutil.copytree(bundle, topk, ignore=shutil.ignore_patterns("eval"))
+    run_bundle(topk, ["train.json", "train_topk.json", "evaluate.json"], {"dataset_dir": str(work / "data")})
     meta = json.loads((topk / "configs/metadata.json").read_text())
     topk_table = read_dice_table(topk / "eval", meta["network_data_format"]["outputs"]["pred"]["channel_def"])
     assert mean(topk_table.values()) >= mean(table.values()) - 0.1, (topk_table, table)
 
     inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
-    net = {**NET, **{k: TOPK_CPU_OVERRIDES[k] for k in ("global_channels", "global_strides")}}
-    out_dir = tmp_path / "seg_topk"
-    run_bundle(topk, ["inference.json", "inference_topk.json"], {**net, "datalist": inputs, "output_dir": str(out_dir)})
     for src in inputs:
         case = Path(src).name[: -len(".nii.gz")]
-        seg, img = nib.load(str(out_dir / case / f"{case}_seg.nii.gz")), nib.load(src)
+        seg, img = nib.load(str(work / "segmentations_topk" / case / f"{case}_seg.nii.gz")), nib.load(src)
         assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) - {0}
 
 
+def _docs_command(bundle, config_file, **paths):
+    """The bundle docs' inference command for ``config_file``, exactly as written (backslash continuations
+    joined), with only its placeholder paths replaced: ``/path/a.nii.gz`` etc. by real files."""
+    text = (bundle / "docs/README.md").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip().startswith(f"python -m monai.bundle run --config_file {config_file} ")]
+    assert len(lines) == 1, lines
+    line = " ".join(lines[0].split())
+    for placeholder, real in paths.items():
+        assert placeholder in line, (placeholder, line)
+        line = line.replace(placeholder, real)
+    return line
+
+
+def _run_docs_command(bundle, line):
+    proc = subprocess.run(line, shell=True, cwd=bundle, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (line, proc.stderr[-3000:])
+    return proc
+
+
+def _check_docs_inference(bundle, work, tmp_path, tag):
+    """Both documented inference commands, as written, in ``bundle``: the sliding-window one gives the demo's own
+    segmentation (same weights, same configs), the top-k one writes label maps on the input grids."""
+    inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
+    datalist = "['" + "','".join(inputs) + "']"
+    out = tmp_path / f"out_{tag}"
+    proc = _run_docs_command(bundle, _docs_command(bundle, "configs/inference.json", **{
+        "\"['/path/a.nii.gz','/path/b.nii.gz']\"": f'"{datalist}"', "--output_dir out": f"--output_dir {out}"}))
+    for src in inputs:
+        case = Path(src).name[: -len(".nii.gz")]
+        written = out / case / f"{case}_seg.nii.gz"
+        assert f"wrote {written}" in proc.stdout + proc.stderr  # the path is logged per case
+        mine = np.asarray(nib.load(str(written)).dataobj)
+        demo_seg = np.asarray(nib.load(str(work / "segmentations" / case / f"{case}_seg.nii.gz")).dataobj)
+        assert np.array_equal(mine, demo_seg), case
+    out_topk = tmp_path / f"out_topk_{tag}"
+    line = _docs_command(bundle, "\"['configs/inference.json','configs/inference_topk.json']\"", **{
+        "\"['/path/a.nii.gz']\"": f'"{datalist}"', "--output_dir out": f"--output_dir {out_topk}"})
+    assert "--topk_k 10" in line
+    _run_docs_command(bundle, line)
+    for src in inputs:
+        case = Path(src).name[: -len(".nii.gz")]
+        seg, img = nib.load(str(out_topk / case / f"{case}_seg.nii.gz")), nib.load(src)
+        assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
+
+
+def test_demo_bundle_runs_the_documented_commands_as_written(demo, tmp_path):
+    work, bundle, _ = demo("btcv")
+    _check_docs_inference(bundle, work, tmp_path, "demo")
+
+
 def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_path):
-    """CI-trained demo weights -> release zip + index on 127.0.0.1 -> download by name -> same segmentation."""
+    """CI-trained demo weights -> release zip + index on 127.0.0.1 -> download by name -> the documented commands,
+    as written, give the demo's segmentation (and the top-k one runs)."""
     from e2enet_monai.bundle import download, package_bundle
 
     work, bundle, _ = demo("btcv")
@@ -252,21 +289,32 @@ def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_
     package_bundle(bundle, site, base_url=url, index=site / "index.json")
     fetched = download(bundle.name, index_url=f"{url}/index.json", bundle_dir=tmp_path / "downloaded")
     assert (fetched / "models/model.pt").read_bytes() == (bundle / "models/model.pt").read_bytes()
-    inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
-    out_dir = tmp_path / "seg"
-    run_bundle(fetched, ["inference.json"], {**NET, "datalist": inputs, "output_dir": str(out_dir)})
-    for src in inputs:
-        case = Path(src).name[: -len(".nii.gz")]
-        mine = np.asarray(nib.load(str(out_dir / case / f"{case}_seg.nii.gz")).dataobj)
-        demo_seg = np.asarray(nib.load(str(work / "segmentations" / case / f"{case}_seg.nii.gz")).dataobj)
-        assert np.array_equal(mine, demo_seg), case
+    for p in (site / "index.json", *site.glob("*.zip")):  # readable by a web server running as another user
+        assert p.stat().st_mode & 0o044 == 0o044, (p, oct(p.stat().st_mode))
+    _check_docs_inference(fetched, work, tmp_path, "downloaded")
+
+
+def test_packaging_refuses_weights_that_do_not_fit_the_configs(demo, tmp_path):
+    from e2enet_monai.bundle import package_bundle
+    from e2enet_monai.utils.errors import InputError
+
+    _, bundle, _ = demo("btcv")
+    stale = tmp_path / bundle.name
+    shutil.copytree(bundle, stale, ignore=shutil.ignore_patterns("eval"))
+    config = json.loads((stale / "configs/inference.json").read_text())
+    config["channels"] = [48, 96, 192, 320]  # the shipped width, while the weights are the CPU demo network's
+    (stale / "configs/inference.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"model.pt do not fit the network the configs build \(E2ENet\): .*"
+                                         r"\(8, 1, 1, 3, 3\) in the weights, \(48, 1, 1, 3, 3\) in the configs"):
+        package_bundle(stale, tmp_path / "dist")
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_inference_topk_runs_for_every_bundle_on_the_input_grid(name, tmp_path):
     """inference.json + inference_topk.json through monai.bundle, fresh top-k weights, outputs on each input's grid."""
     from e2enet_monai.bundle.demo import REPO_BUNDLES
-    from e2enet_monai.bundle.inference_benchmark import TOPK_CPU_OVERRIDES
+    from e2enet_monai.bundle.runner import TOPK_CPU_OVERRIDES
     from e2enet_monai.data import brats_image_lists, write_synthetic
 
     bundle_name, kind, _, test_glob = DEMO_DATASETS[name]
@@ -283,7 +331,8 @@ def test_inference_topk_runs_for_every_bundle_on_the_input_grid(name, tmp_path):
     if kind == "amos":
         sizes = {"num_train": 0, "num_val": 0, "num_test": 2, "num_mri": 0}
     raw = tmp_path / "raw"
-    write_synthetic(kind, raw, shape=(64, 64, 24) if name != "brats" else (40, 40, 32), **sizes)
+    # at least one 32 x 48 x 48 patch after resampling (smaller inputs are refused)
+    write_synthetic(kind, raw, shape=(96, 96, 32) if name != "brats" else (48, 48, 40), **sizes)
     inputs = brats_image_lists(raw) if test_glob is None else sorted(str(p) for p in raw.glob(test_glob))
     out = tmp_path / "out"
     run_bundle(bundle, ["inference.json", "inference_topk.json"], {**net, "datalist": inputs, "output_dir": str(out)})

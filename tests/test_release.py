@@ -20,7 +20,11 @@ NAME = "e2enet_btcv_segmentation"
 
 
 def make_bundle(root: Path, version: str = "0.2.0", monai_version: str | None = None) -> Path:
-    """A copy of the BTCV bundle with small weights, at ``version``."""
+    """A copy of the BTCV bundle with a small network written into its configs and weights of it, at ``version``."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.bundle.config_values import set_config_values
+
     bundle = root / NAME
     shutil.copytree(REPO_BUNDLES / NAME, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     meta = json.loads((bundle / "configs/metadata.json").read_text())
@@ -29,9 +33,12 @@ def make_bundle(root: Path, version: str = "0.2.0", monai_version: str | None = 
     if monai_version:
         meta["monai_version"] = monai_version
     (bundle / "configs/metadata.json").write_text(json.dumps(meta, indent=4))
+    set_config_values(bundle, {"channels": [4, 8, 16], "strides": [1, 2, 2]}, ["inference.json", "train.json"])
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs/inference.json"))
     (bundle / "models").mkdir()
     torch.manual_seed(0)
-    torch.save({"model": {"w": torch.randn(64, 64)}}, bundle / "models/model.pt")
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models/model.pt")
     return bundle
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import fire
 
 from e2enet_monai.bundle import package_bundle
+from e2enet_monai.utils.errors import cli_entry
 
 
+@cli_entry
 def main(bundle: str, out_dir: str = "dist", base_url: str = "", index: str = "", require_weights: bool = True) -> None:
     """
     Zip BUNDLE (bundle folder at the top, deterministic bytes, weights included) into OUT_DIR and, with --index,

@@ -1,8 +1,8 @@
+from e2enet_monai.bundle.checks import check_checkpoint, check_inference_run, check_training_run, inference_items
 from e2enet_monai.bundle.distributed import shutdown_distributed
 from e2enet_monai.bundle.helpers import (
     CPUStateDict,
     existing,
-    image_datalist,
     load_weights,
     make_optimizer,
     onehot_postprocessing,
@@ -15,10 +15,13 @@ from e2enet_monai.bundle.remote import BundleDownloadError, download
 __all__ = [
     "BundleDownloadError",
     "CPUStateDict",
+    "check_checkpoint",
     "check_cli_overrides",
+    "check_inference_run",
+    "check_training_run",
     "download",
     "existing",
-    "image_datalist",
+    "inference_items",
     "load_weights",
     "make_optimizer",
     "onehot_postprocessing",

@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import torch
 import torch.nn as nn
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
 from e2enet_monai.transforms.post import ArgMaxd
 
-__all__ = ["CPUStateDict", "existing", "image_datalist", "load_weights", "make_optimizer", "onehot_postprocessing",
-           "region_postprocessing"]
-
-
-def image_datalist(images: str | os.PathLike | Sequence[str | os.PathLike | Sequence[str]]) -> list[dict]:
-    """
-    ``[{"image": path}, ...]`` for inference from a path or a list of paths (a BraTS case may be a list of its 4
-    modality files). Every file must exist and be readable to its last voxel, checked before any work: a missing
-    file raises FileNotFoundError and a truncated or corrupt one ValueError, each naming the file (MONAI's loader
-    would fail later without the name).
-    """
-    items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    if not items:
-        raise ValueError("the inference datalist is empty: pass --datalist \"['/path/to/image.nii.gz']\" or set "
-                         "--dataset_dir to a folder with images.")
-    out = []
-    for item in items:
-        files = [item] if isinstance(item, (str, os.PathLike)) else list(item)
-        for f in files:
-            if not Path(f).is_file():
-                raise FileNotFoundError(f"input image {f} does not exist (from the inference datalist).")
-            try:
-                np.asarray(nib.load(str(f)).dataobj)
-            except Exception as e:
-                raise ValueError(f"input image {f} cannot be read as NIfTI ({type(e).__name__}: {e}).") from e
-        out.append({"image": str(item) if isinstance(item, (str, os.PathLike)) else [str(f) for f in files]})
-    return out
+__all__ = ["CPUStateDict", "existing", "load_weights", "make_optimizer", "onehot_postprocessing", "region_postprocessing"]
 
 
 def onehot_postprocessing(num_classes: int) -> Compose:

@@ -15,12 +15,12 @@ import nibabel as nib
 import numpy as np
 
 from e2enet_monai.bundle.demo import DEMO_DATASETS, REPO_BUNDLES
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, run_bundle
+from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES, run_bundle
 from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.utils.io import atomic_write_bytes
 
 __all__ = [
-    "GLOBAL_CPU_OVERRIDES", "SW_BENCHMARK_OVERRIDES", "TOPK_CPU_OVERRIDES", "benchmark_inference", "command_line",
+    "SW_BENCHMARK_OVERRIDES", "benchmark_inference", "command_line",
     "write_inference_report",
 ]
 
@@ -34,29 +34,6 @@ SW_BENCHMARK_OVERRIDES = {
     "aug_prob": 0.0,
     "epochs": 12,
     "val_interval": 12,
-}
-
-# top-k training on CPU: small global network, local network frozen from the sliding-window bundle
-TOPK_CPU_OVERRIDES = {
-    "global_channels": [8, 16, 32, 64],
-    "global_strides": [1, 2, 2, 2],
-    "canvas_size": [96, 160, 160],
-    "freeze_local": True,
-    "learning_rate": 0.003,
-    "epochs": 4,
-    "epoch_length": 50,
-    "val_interval": 4,
-    "num_samples": 1,
-}
-
-# the global network first, alone on whole shrunk volumes (train_global.json): what it sees in inference, at about
-# 1 s per volume on 2 cores; the top-k training then keeps it frozen and learns the scores and the fusion gate
-GLOBAL_CPU_OVERRIDES = {
-    "learning_rate": 0.003,
-    "aug_prob": 0.0,
-    "epochs": 12,
-    "epoch_length": 100,
-    "val_interval": 4,
 }
 
 DATA_SETTINGS = ("shape", "spacing", "num_train", "num_test", "seed")

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from e2enet_monai.bundle.config_values import set_config_values
+
 __all__ = ["MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command", "setup_app"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,15 +57,6 @@ def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = 
     return venv
 
 
-def _set_ids(config_file: Path, values: Mapping[str, object]) -> None:
-    """Replace the values of top-level ids of a JSON config that exist in it (the server cannot take overrides)."""
-    config = json.loads(config_file.read_text())
-    changed = {k: v for k, v in values.items() if k in config}
-    if changed:
-        config.update(changed)
-        config_file.write_text(json.dumps(config, indent=4) + "\n")
-
-
 def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], venv: str | os.PathLike | None = None,
               values: Mapping[str, object] | None = None, overwrite: bool = False) -> Path:
     """
@@ -103,8 +96,7 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
     for bundle in bundles:
         dest = app / "model" / Path(bundle).name
         shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("eval", "__pycache__"))
-        for name in ("inference.json", "train.json"):
-            _set_ids(dest / "configs" / name, values or {})
+        set_config_values(dest, values or {}, ["inference.json", "train.json"])
     return app
 
 

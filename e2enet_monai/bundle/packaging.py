@@ -8,9 +8,18 @@ import os
 import zipfile
 from pathlib import Path
 
+from monai.bundle import ConfigParser
+
+from e2enet_monai.bundle.checks import check_checkpoint
 from e2enet_monai.utils.io import atomic_write, atomic_write_bytes
 
-__all__ = ["package_bundle", "sha256_of", "update_index"]
+__all__ = ["check_weights_fit_configs", "package_bundle", "sha256_of", "update_index"]
+
+# weights file -> the configs that must rebuild its network
+WEIGHTS_CONFIGS = {
+    "models/model.pt": ["inference.json"],
+    "models/model_topk.pt": ["inference.json", "inference_topk.json"],
+}
 
 # never shipped: evaluation outputs, caches, MONAI Label's per-run config
 EXCLUDED_DIRS = {"eval", "__pycache__", ".ipynb_checkpoints"}
@@ -24,6 +33,25 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_weights_fit_configs(bundle: str | os.PathLike) -> list[str]:
+    """
+    Every weights file of :data:`WEIGHTS_CONFIGS` present in ``bundle`` loads into the network its own configs
+    build (names and shapes), as ``monai.bundle run`` will build it with no overrides; raise
+    :class:`~e2enet_monai.utils.errors.InputError` naming the mismatch otherwise. Returns the checked files.
+    """
+    root = Path(bundle)
+    checked = []
+    for rel, configs in WEIGHTS_CONFIGS.items():
+        if not (root / rel).is_file() or not all((root / "configs" / c).is_file() for c in configs):
+            continue
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / c) for c in configs])
+        parser["bundle_root"] = str(root)
+        check_checkpoint(root / rel, parser.get_parsed_content("network_def"))
+        checked.append(rel)
+    return checked
 
 
 def _bundle_files(root: Path) -> list[Path]:
@@ -64,6 +92,10 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
         index: index JSON to create or update with this entry (see :func:`update_index`).
         require_weights: refuse a bundle without ``models/model.pt`` (a release is useless without weights).
 
+    Raises:
+        InputError: when a weights file does not fit the network its configs build (see
+            :func:`check_weights_fit_configs`): the package would fail for every user.
+
     Returns:
         the index entry: ``name``, ``version``, ``url``, ``sha256``, ``size``, ``monai_version``.
     """
@@ -79,6 +111,7 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
     if require_weights and not (root / "models/model.pt").is_file():
         raise FileNotFoundError(f"{root / 'models/model.pt'} not found: train the bundle first (or pass "
                                 f"require_weights=False for a weightless package).")
+    check_weights_fit_configs(root)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{name}_v{version}.zip"

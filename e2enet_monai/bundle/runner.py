@@ -10,7 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["CPU_DEMO_OVERRIDES", "bundle_command", "read_dice_table", "run_bundle"]
+__all__ = ["CPU_DEMO_OVERRIDES", "GLOBAL_CPU_OVERRIDES", "TOPK_CPU_OVERRIDES", "bundle_command", "read_dice_table",
+           "run_bundle"]
 
 # Settings for minutes-long CPU training on synthetic phantoms (the demo and the end-to-end tests): a small E2ENet
 # (4 levels 8-64, the same blocks and sparse DSFF mesh), small patches and AdamW, which converges in hundreds of
@@ -30,6 +31,29 @@ CPU_DEMO_OVERRIDES: dict[str, object] = {
     "sparse_update_frequency": 100,
     "num_workers": 0,
     "flip_prob": 0.0,
+}
+
+# top-k training on CPU: small global network, local network frozen from the sliding-window bundle
+TOPK_CPU_OVERRIDES = {
+    "global_channels": [8, 16, 32, 64],
+    "global_strides": [1, 2, 2, 2],
+    "canvas_size": [96, 160, 160],
+    "freeze_local": True,
+    "learning_rate": 0.003,
+    "epochs": 4,
+    "epoch_length": 50,
+    "val_interval": 4,
+    "num_samples": 1,
+}
+
+# the global network first, alone on whole shrunk volumes (train_global.json): what it sees in inference, at about
+# 1 s per volume on 2 cores; the top-k training then keeps it frozen and learns the scores and the fusion gate
+GLOBAL_CPU_OVERRIDES = {
+    "learning_rate": 0.003,
+    "aug_prob": 0.0,
+    "epochs": 12,
+    "epoch_length": 100,
+    "val_interval": 4,
 }
 
 
@@ -87,7 +111,7 @@ def read_dice_table(metrics_dir: str | os.PathLike, channel_names: Mapping[str, 
         raise FileNotFoundError(f"{path} not found: run evaluate.json with MetricsSaver first.")
     with open(path) as f:
         rows = list(csv.reader(f))
-    # columns: filename, class0..classN, mean
+    # columns: filename, one per class (named by NamedMetricsSaver), mean
     header, data = rows[0][1:-1], [r[1:-1] for r in rows[1:] if r]
     names = [v for k, v in sorted(channel_names.items(), key=lambda kv: int(kv[0]))]
     if skip_background and len(names) == len(header) + 1:

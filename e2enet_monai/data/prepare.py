@@ -19,7 +19,10 @@ import nibabel as nib
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from e2enet_monai.data.checks import check_label
 from e2enet_monai.data.labels import AMOS_LABELS, BRATS_LABELS, BTCV_LABELS
+from e2enet_monai.utils.errors import InputError, exit_on_input_error
+from e2enet_monai.utils.io import atomic_write_bytes
 
 __all__ = ["DatasetError", "PREPARERS", "brats_image_lists", "check_case", "load_split", "prepare_dataset"]
 
@@ -27,7 +30,11 @@ NUM_FOLDS = 5
 BTCV_VALIDATION_IDS = tuple(range(35, 41))  # the common 24/6 split validates on img0035-img0040
 
 
-class DatasetError(ValueError):
+# label values each dataset's label maps may hold (BraTS: the union of its conventions, see BraTSRegionsd)
+BRATS_LABEL_VALUES = (0, 1, 2, 3, 4)
+
+
+class DatasetError(InputError):
     """A raw dataset folder or datalist that cannot be used as it is; the message names the case and files."""
 
 
@@ -43,9 +50,11 @@ def _header(path: Path, case: str, read_data: bool = False):
         raise DatasetError(f"case {case}: cannot read {path} as NIfTI ({type(e).__name__}: {e}).") from e
 
 
-def check_case(case: str, images: list[Path], label: Path | None, four_d: bool = False, read_data: bool = True) -> None:
-    """Check that every file exists and is readable (all voxels when ``read_data``) and that all image files and
-    the label share one grid (shape and affine)."""
+def check_case(case: str, images: list[Path], label: Path | None, four_d: bool = False, read_data: bool = True,
+               label_values: tuple[int, ...] | None = None) -> None:
+    """Check that every file exists and is readable (all voxels when ``read_data``), that all image files and
+    the label share one grid (shape and affine) and, with ``label_values`` (needs ``read_data``), that the label
+    holds no other values."""
     ref_path = images[0]
     full_shape, ref_aff = _header(ref_path, case, read_data)
     if four_d and (len(full_shape) != 4 or full_shape[3] != 4):
@@ -59,6 +68,11 @@ def check_case(case: str, images: list[Path], label: Path | None, four_d: bool =
                 f"{np.round(np.diag(aff)[:3], 3).tolist()}) but {ref_path} has shape {tuple(ref_shape)} "
                 f"(affine diagonal {np.round(np.diag(ref_aff)[:3], 3).tolist()}); image and label must share one grid."
             )
+    if label is not None and label_values is not None and read_data:
+        try:
+            check_label(label, ref_path, label_values)
+        except InputError as e:
+            raise DatasetError(f"case {case}: {e}") from e
 
 
 def _assign_folds(cases: list[dict], seed: int) -> list[dict]:
@@ -79,7 +93,7 @@ def _btcv(raw: Path) -> dict:
         entry = {"case": cid, "image": img, "label": lbl_dir / f"label{cid}.nii.gz"}
         (val if int(cid) in BTCV_VALIDATION_IDS else train).append(entry)
     tests = [{"case": re.sub(r"\D", "", p.name), "image": p} for p in sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))]
-    return {"dataset": "btcv", "labels": BTCV_LABELS, "training": train + val, "validation": val, "testing": tests}
+    return {"dataset": "btcv", "labels": BTCV_LABELS, "label_values": tuple(range(len(BTCV_LABELS))), "training": train + val, "validation": val, "testing": tests}
 
 
 def _amos(raw: Path) -> dict:
@@ -99,7 +113,7 @@ def _amos(raw: Path) -> dict:
 
     val = cases("imagesVa", "labelsVa") if (root / "imagesVa").is_dir() else []
     tests = cases("imagesTs", None) if (root / "imagesTs").is_dir() else []
-    return {"dataset": "amos", "labels": AMOS_LABELS, "training": cases("imagesTr", "labelsTr"), "validation": val,
+    return {"dataset": "amos", "labels": AMOS_LABELS, "label_values": tuple(range(len(AMOS_LABELS))), "training": cases("imagesTr", "labelsTr"), "validation": val,
             "testing": tests}
 
 
@@ -112,7 +126,8 @@ def _brats_folders(raw: Path, pattern: str, modalities: tuple[str, ...], sep: st
         images = [d / f"{d.name}{sep}{m}.nii.gz" for m in modalities]
         train.append({"case": d.name, "image": images, "label": d / f"{d.name}{sep}seg.nii.gz",
                       "brats_convention": convention})
-    return {"dataset": convention, "labels": BRATS_LABELS, "training": train, "validation": [], "testing": []}
+    return {"dataset": convention, "labels": BRATS_LABELS, "label_values": BRATS_LABEL_VALUES, "training": train,
+            "validation": [], "testing": []}
 
 
 def _brats2021(raw: Path) -> dict:
@@ -133,7 +148,8 @@ def _msd_brain(raw: Path) -> dict:
          "brats_convention": "msd", "channel_order": [2, 1, 3, 0]}  # FLAIR, T1w, T1gd, T2w -> T1c, T1, T2, FLAIR
         for p in sorted((root / "imagesTr").glob("BRATS_*.nii.gz"))
     ]
-    return {"dataset": "msd", "labels": BRATS_LABELS, "training": train, "validation": [], "testing": []}
+    return {"dataset": "msd", "labels": BRATS_LABELS, "label_values": BRATS_LABEL_VALUES, "training": train,
+            "validation": [], "testing": []}
 
 
 PREPARERS: dict[str, Callable[[Path], dict]] = {
@@ -171,7 +187,8 @@ def prepare_dataset(dataset: str, raw_dir: str | os.PathLike, output: str | os.P
     for part in ("training", "validation", "testing"):
         for entry in found[part]:
             images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
-            check_case(entry["case"], images, entry.get("label"), four_d="channel_order" in entry, read_data=read_data)
+            check_case(entry["case"], images, entry.get("label"), four_d="channel_order" in entry, read_data=read_data,
+                       label_values=found["label_values"])
     training = _assign_folds([dict(e) for e in found["training"]], seed)
     val_cases = {e["case"] for e in found["validation"]}
 
@@ -192,13 +209,11 @@ def prepare_dataset(dataset: str, raw_dir: str | os.PathLike, output: str | os.P
         + [serial(e) for e in found["validation"] if e["case"] not in {t["case"] for t in training}],
         "testing": [serial(e) for e in found["testing"]],
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(output.suffix + ".tmp")
-    tmp.write_text(json.dumps(datalist, indent=2) + "\n")
-    os.replace(tmp, output)
+    atomic_write_bytes(output, (json.dumps(datalist, indent=2) + "\n").encode())
     return output
 
 
+@exit_on_input_error
 def load_split(datalist: str | os.PathLike, fold: int = 0, part: str = "train") -> list[dict]:
     """
     Cases of one part of a prepared datalist, with absolute paths.
@@ -214,8 +229,15 @@ def load_split(datalist: str | os.PathLike, fold: int = 0, part: str = "train") 
         raise DatasetError(f"datalist {path} does not exist; write it with tools/prepare_data.py.")
     if part not in ("train", "val", "test"):
         raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}.")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"datalist {path} is not valid JSON ({e}); fix the file or write it again with "
+                           f"tools/prepare_data.py.") from e
+    if not isinstance(content, dict) or not isinstance(content.get("training"), list):
+        raise DatasetError(f"datalist {path} has no 'training' list; write it with tools/prepare_data.py.")
     if part == "test":
-        return load_decathlon_datalist(str(path), True, "testing") if json.loads(path.read_text())["testing"] else []
+        return load_decathlon_datalist(str(path), True, "testing") if content.get("testing") else []
     training = load_decathlon_datalist(str(path), True, "training")
     if fold == -1:
         fixed = load_decathlon_datalist(str(path), True, "validation")
@@ -229,11 +251,14 @@ def load_split(datalist: str | os.PathLike, fold: int = 0, part: str = "train") 
 
 
 def brats_image_lists(raw_dir: str | os.PathLike) -> list[list[str]]:
-    """For inference: the 4 modality files (T1c, T1, T2, FLAIR) of every BraTS 2021 or 2023 case folder."""
+    """
+    For inference: the 4 modality files (T1c, T1, T2, FLAIR) of every BraTS 2021 or 2023 case folder in
+    ``raw_dir``; an empty list when there are none (the inference run then says so, naming the options).
+    """
     raw = Path(raw_dir)
     for prepare in (_brats2021, _brats2023):
         try:
             return [[str(p) for p in case["image"]] for case in prepare(raw)["training"]]
         except DatasetError:
             continue
-    raise DatasetError(f"{raw} holds no BraTS 2021 (BraTS2021_*) or 2023 (BraTS-GLI-*) case folders.")
+    return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -9,12 +10,14 @@ from monai.transforms import SaveImaged
 
 __all__ = ["SaveSegmentationd"]
 
+logger = logging.getLogger(__name__)
+
 
 class SaveSegmentationd(SaveImaged):
     """
     MONAI's ``SaveImaged`` for label maps, that refuses to replace an existing file unless ``overwrite`` is set.
     MONAI's writer overwrites silently; a user re-running inference into the same folder would lose earlier
-    results without notice. Files are written as ``<output_dir>/<case>/<case><postfix><ext>`` (MONAI's
+    results without notice. Each written path is logged (INFO). Files are written as ``<output_dir>/<case>/<case><postfix><ext>`` (MONAI's
     ``separate_folder`` naming). Being a ``SaveImaged``, MONAI Label drops it from its post-transforms.
 
     Args:
@@ -27,14 +30,18 @@ class SaveSegmentationd(SaveImaged):
         self.overwrite = overwrite
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        targets = [self._target(data[key]) for key in self.key_iterator(dict(data))]
         if not self.overwrite:
-            for key in self.key_iterator(dict(data)):
-                target = self._target(data[key])
+            for target in targets:
                 if target is not None and target.exists():
                     raise FileExistsError(
                         f"{target} already exists; choose another output_dir or pass --overwrite True to replace it."
                     )
-        return super().__call__(data)
+        out = super().__call__(data)
+        for target in targets:
+            if target is not None:
+                logger.info(f"wrote {target}")
+        return out
 
     def _target(self, img) -> Path | None:
         meta = getattr(img, "meta", {}) or {}

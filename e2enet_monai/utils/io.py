@@ -13,8 +13,19 @@ import torch
 __all__ = ["atomic_torch_save", "atomic_write", "atomic_write_bytes"]
 
 
+def _default_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file (``mkstemp`` gives ``0o600``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temporary file in the target folder, then rename it into place (atomic on POSIX)."""
+    """
+    Call ``write`` on a temporary file in the target folder, then rename it into place (atomic on POSIX). The file
+    gets the mode a plain ``open()`` would give it (``0o644`` under the usual umask), so a web server or another
+    user can read a published zip or index.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,6 +34,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
