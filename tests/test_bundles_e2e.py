@@ -141,7 +141,8 @@ def test_inference_refuses_to_overwrite(demo, name):
 
         src = brats_image_lists(work / "data")[:2]
     proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": src, "output_dir": str(out_dir)}, check=False)
-    assert proc.returncode != 0 and "already exists" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "already exist(s)" in last and all(str(p) in last for p in outputs), last
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
     run_bundle(bundle, ["inference.json"], {**NET, "datalist": src, "output_dir": str(out_dir), "overwrite": True})
     assert all(p.stat().st_mtime_ns != before[p] for p in outputs)
@@ -151,7 +152,7 @@ def test_missing_input_file_is_named(demo, tmp_path):
     _, bundle, _ = demo("btcv")
     missing = str(tmp_path / "nope.nii.gz")
     proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [missing], "output_dir": str(tmp_path)}, check=False)
-    assert proc.returncode != 0 and f"input image {missing} does not exist" in proc.stderr
+    assert proc.returncode != 0 and f"error: image {missing} does not exist." == proc.stderr.strip().splitlines()[-1]
 
 
 def test_corrupt_input_fails_without_output(demo, tmp_path):

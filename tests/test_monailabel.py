@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from e2enet_monai.data import write_synthetic
 from e2enet_monai.data.phantoms import brats_phantom
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 CT = ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation"]
 BRATS = ["e2enet_brats_segmentation"]
 # baked into the served copies: a CPU-sized network and 2-iteration epochs
@@ -208,3 +210,20 @@ def test_environment_build_is_resumable_and_shared_between_callers(tmp_path, mon
     monkeypatch.setattr(label_app, "MONAILABEL_REQUIREMENTS", [["monailabel==0.8.6"]])  # changed: reinstalled
     label_app.ensure_monailabel_venv(venv)
     assert calls == [[str(venv / "bin/python"), "-m", "pip", "install", "-q", "monailabel==0.8.6"]]
+
+
+def test_setup_refuses_weights_that_do_not_fit_and_takes_values_as_the_readme_writes_them(venv, tmp_path):
+    """The README's `setup ... --values '{...}'` as a shell would pass it (fire makes a dict of it), and a bundle
+    whose configs build another network than its weights is refused with the mismatch, leaving no app behind."""
+    bundle = _bundles_with_weights(tmp_path / "src", ["e2enet_btcv_segmentation"])[0]  # CPU weights, full configs
+    tool = f"{sys.executable} {ROOT / 'tools/monailabel_app.py'} setup {tmp_path / 'app'} --bundles {bundle} --venv {venv}"
+    proc = subprocess.run(tool, shell=True, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "do not fit the network the configs build (E2ENet)" in last and "channels" in last, last
+    assert not (tmp_path / "app").exists()
+    values = json.dumps({k: VALUES[k] for k in ("channels", "strides", "patch_size", "epoch_length")})
+    proc = subprocess.run(f"{tool} --values '{values}'", shell=True, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads((tmp_path / "app/model/e2enet_btcv_segmentation/configs/train.json").read_text())
+    assert served["channels"] == VALUES["channels"] and served["epoch_length"] == VALUES["epoch_length"]

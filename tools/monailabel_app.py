@@ -10,6 +10,7 @@ from pathlib import Path
 import fire
 
 from e2enet_monai.bundle.label_app import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.utils.errors import InputError, cli_entry
 
 
 def _as_list(value) -> list[str]:
@@ -21,13 +22,28 @@ def install(venv: str = "") -> None:
     print(ensure_monailabel_venv(venv or None))
 
 
-def setup(app_dir: str, bundles: str, venv: str = "", values: str = "", overwrite: bool = False) -> None:
+def _as_dict(values: str | dict) -> dict | None:
+    """``--values``: a JSON object as text, or the dict fire makes of ``--values '{"epoch_length": 20}'``."""
+    if isinstance(values, dict) or not values:
+        return values or None
+    try:
+        parsed = json.loads(values)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--values {values!r} is not a JSON object ({e}); e.g. --values '{{\"epoch_length\": 20}}'.")
+    if not isinstance(parsed, dict):
+        raise InputError(f"--values must be a JSON object of config ids, got {values!r}.")
+    return parsed
+
+
+@cli_entry
+def setup(app_dir: str, bundles: str, venv: str = "", values: str | dict = "", overwrite: bool = False) -> None:
     """
     Build APP_DIR from MONAI Label's monaibundle app with BUNDLES (comma-separated bundle folders, each with
-    models/model.pt) at APP_DIR/model/<name>. VALUES: JSON of config ids to set in the copies, e.g.
-    '{"epoch_length": 20}' (the server cannot pass overrides).
+    models/model.pt) at APP_DIR/model/<name>. VALUES: config ids to set in the copies, e.g.
+    '{"epoch_length": 20}' (the server cannot pass overrides). A bundle whose weights do not fit the network its
+    configs build is refused, naming the mismatch.
     """
-    app = setup_app(app_dir, _as_list(bundles), venv or None, json.loads(values) if values else None, overwrite)
+    app = setup_app(app_dir, _as_list(bundles), venv or None, _as_dict(values), overwrite)
     print(app)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from e2enet_monai.bundle.config_values import set_config_values
+from e2enet_monai.bundle.packaging import check_weights_fit_configs
 
 __all__ = ["MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command", "setup_app"]
 
@@ -71,6 +72,9 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
         values: config ids to set in the copies' ``inference.json`` and ``train.json`` where they exist (MONAI Label
             cannot pass overrides), e.g. ``{"epoch_length": 20}`` or a CPU-sized network.
         overwrite: replace an existing ``app_dir``.
+
+    Raises:
+        InputError: a bundle's weights do not fit the network its configs (with ``values``) build; nothing is left.
     """
     app = Path(app_dir)
     stock = Path(venv if venv else default_venv()) / "monailabel/sample-apps/monaibundle"
@@ -97,6 +101,11 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
         dest = app / "model" / Path(bundle).name
         shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("eval", "__pycache__"))
         set_config_values(dest, values or {}, ["inference.json", "train.json"])
+        try:  # MONAI Label would answer every /infer with HTTP 500 (a size mismatch in its log only)
+            check_weights_fit_configs(dest)
+        except Exception:
+            shutil.rmtree(app)
+            raise
     return app
 
 
