@@ -4,9 +4,9 @@ import json
 import shlex
 import shutil
 
+import fire
 import nibabel as nib
 import numpy as np
-import fire
 import torch
 from monai.bundle import ConfigParser
 

@@ -216,7 +216,8 @@ def test_setup_refuses_weights_that_do_not_fit_and_takes_values_as_the_readme_wr
     """The README's `setup ... --values '{...}'` as a shell would pass it (fire makes a dict of it), and a bundle
     whose configs build another network than its weights is refused with the mismatch, leaving no app behind."""
     bundle = _bundles_with_weights(tmp_path / "src", ["e2enet_btcv_segmentation"])[0]  # CPU weights, full configs
-    tool = f"{sys.executable} {ROOT / 'tools/monailabel_app.py'} setup {tmp_path / 'app'} --bundles {bundle} --venv {venv}"
+    tool = (f"{sys.executable} {ROOT / 'tools/monailabel_app.py'} setup {tmp_path / 'app'} --bundles {bundle} "
+            f"--venv {venv}")
     proc = subprocess.run(tool, shell=True, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

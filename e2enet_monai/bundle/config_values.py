@@ -26,7 +26,9 @@ def set_config_values(bundle: str | os.PathLike, values: Mapping[str, object],
         ``{file name: [ids set there]}`` for the files that changed.
     """
     configs = Path(bundle) / "configs"
-    names = list(files) if files is not None else sorted(p.name for p in configs.glob("*.json") if p.name != "metadata.json")
+    if files is None:
+        files = sorted(p.name for p in configs.glob("*.json") if p.name != "metadata.json")
+    names = list(files)
     changed: dict[str, list[str]] = {}
     for name in names:
         path = configs / name

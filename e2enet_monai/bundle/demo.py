@@ -20,13 +20,15 @@ from e2enet_monai.bundle.runner import (
 from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.utils.errors import InputError
 
-__all__ = ["DEMO_DATASETS", "DEMO_GLOBAL_OVERRIDES", "DEMO_VALUES", "DEMO_TOPK_OVERRIDES", "TOPK_NETWORK_IDS", "run_demo"]
+__all__ = ["DEMO_DATASETS", "DEMO_GLOBAL_OVERRIDES", "DEMO_TOPK_OVERRIDES", "DEMO_VALUES", "TOPK_NETWORK_IDS",
+           "run_demo"]
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 # bundle name -> (phantom writer, datalist preparer, phantom sizes, inference inputs relative to the raw folder)
 DEMO_DATASETS = {
     "btcv": ("e2enet_btcv_segmentation", "btcv", {"num_train": 8, "num_test": 2}, "RawData/Testing/img/*.nii.gz"),
-    "amos": ("e2enet_amos_ct_segmentation", "amos", {"num_train": 8, "num_val": 0, "num_test": 2}, "amos22/imagesTs/*.nii.gz"),
+    "amos": ("e2enet_amos_ct_segmentation", "amos", {"num_train": 8, "num_val": 0, "num_test": 2},
+             "amos22/imagesTs/*.nii.gz"),
     "brats": ("e2enet_brats_segmentation", "brats2021", {"num_cases": 8}, None),
 }
 # written into the trained bundle on top of CPU_DEMO_OVERRIDES where its configs have the id (the CT bundles): two

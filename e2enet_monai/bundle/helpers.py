@@ -12,7 +12,8 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 
 from e2enet_monai.transforms.post import ArgMaxd
 
-__all__ = ["CPUStateDict", "existing", "load_weights", "make_optimizer", "onehot_postprocessing", "region_postprocessing"]
+__all__ = ["CPUStateDict", "existing", "load_weights", "make_optimizer", "onehot_postprocessing",
+           "region_postprocessing"]
 
 
 def onehot_postprocessing(num_classes: int) -> Compose:

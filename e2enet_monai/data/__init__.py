@@ -1,7 +1,7 @@
 from e2enet_monai.data.labels import AMOS_LABELS, BRATS_LABELS, BRATS_MODALITIES, BRATS_REGIONS, BTCV_LABELS
 from e2enet_monai.data.phantoms import brats_phantom, ct_phantom, write_synthetic
-from e2enet_monai.data.sampler import ResumableRandomSampler
 from e2enet_monai.data.prepare import DatasetError, brats_image_lists, check_case, load_split, prepare_dataset
+from e2enet_monai.data.sampler import ResumableRandomSampler
 
 __all__ = [
     "AMOS_LABELS",

@@ -109,7 +109,8 @@ def check_image(
                 raise InputError(f"channel file {path} has shape {tuple(img.shape)} but {paths[0]} has "
                                  f"{tuple(first.shape)} (or their affines differ): every channel must share one grid.")
             if img.ndim != 3:
-                raise InputError(f"channel file {path} has shape {tuple(img.shape)}: one 3-D file per channel expected.")
+                raise InputError(f"channel file {path} has shape {tuple(img.shape)}: one 3-D file per channel "
+                                 f"expected.")
         _values(np.asarray(img.dataobj, dtype=np.float32), path)
     if spacing is not None and patch_size is not None:
         resampled = [max(1, round(n * float(z) / float(s))) for n, z, s in zip(shape, zooms, spacing)]

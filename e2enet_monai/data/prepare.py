@@ -93,7 +93,8 @@ def _btcv(raw: Path) -> dict:
         entry = {"case": cid, "image": img, "label": lbl_dir / f"label{cid}.nii.gz"}
         (val if int(cid) in BTCV_VALIDATION_IDS else train).append(entry)
     tests = [{"case": re.sub(r"\D", "", p.name), "image": p} for p in sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))]
-    return {"dataset": "btcv", "labels": BTCV_LABELS, "label_values": tuple(range(len(BTCV_LABELS))), "training": train + val, "validation": val, "testing": tests}
+    return {"dataset": "btcv", "labels": BTCV_LABELS, "label_values": tuple(range(len(BTCV_LABELS))),
+            "training": train + val, "validation": val, "testing": tests}
 
 
 def _amos(raw: Path) -> dict:
@@ -113,8 +114,8 @@ def _amos(raw: Path) -> dict:
 
     val = cases("imagesVa", "labelsVa") if (root / "imagesVa").is_dir() else []
     tests = cases("imagesTs", None) if (root / "imagesTs").is_dir() else []
-    return {"dataset": "amos", "labels": AMOS_LABELS, "label_values": tuple(range(len(AMOS_LABELS))), "training": cases("imagesTr", "labelsTr"), "validation": val,
-            "testing": tests}
+    return {"dataset": "amos", "labels": AMOS_LABELS, "label_values": tuple(range(len(AMOS_LABELS))),
+            "training": cases("imagesTr", "labelsTr"), "validation": val, "testing": tests}
 
 
 def _brats_folders(raw: Path, pattern: str, modalities: tuple[str, ...], sep: str, convention: str) -> dict:

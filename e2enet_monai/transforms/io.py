@@ -17,8 +17,9 @@ class SaveSegmentationd(SaveImaged):
     """
     MONAI's ``SaveImaged`` for label maps, that refuses to replace an existing file unless ``overwrite`` is set.
     MONAI's writer overwrites silently; a user re-running inference into the same folder would lose earlier
-    results without notice. Each written path is logged (INFO). Files are written as ``<output_dir>/<case>/<case><postfix><ext>`` (MONAI's
-    ``separate_folder`` naming). Being a ``SaveImaged``, MONAI Label drops it from its post-transforms.
+    results without notice. Each written path is logged (INFO). Files are written as
+    ``<output_dir>/<case>/<case><postfix><ext>`` (MONAI's ``separate_folder`` naming). Being a ``SaveImaged``,
+    MONAI Label drops it from its post-transforms.
 
     Args:
         overwrite: allow replacing existing outputs.

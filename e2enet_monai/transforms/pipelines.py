@@ -38,8 +38,8 @@ from monai.transforms import (
     Transposed,
 )
 
+from e2enet_monai.transforms.brats import BraTSRegionsd, RegionsToBraTSLabeld, ReorderChannelsd
 from e2enet_monai.transforms.coarse import CoarseViewd
-from e2enet_monai.transforms.brats import BraTSRegionsd, ReorderChannelsd, RegionsToBraTSLabeld
 from e2enet_monai.transforms.io import SaveSegmentationd
 from e2enet_monai.transforms.post import ArgMaxd
 
