@@ -21,6 +21,8 @@ MONAILABEL_REQUIREMENTS = (
     ["torch==2.14.1", "torchvision==0.29.1", "monai==1.6.1", "monailabel==0.8.5"],
     ["pydicom>=2.4.4,<3", "dicomweb-client==0.59.3"],
 )
+# set in the served copies' train.json: MONAI Label's training updates the model it serves
+SERVED_TRAIN_VALUES = {"overwrite": True}
 APP_PATCH = Path(__file__).with_name("monailabel_app") / "e2enet_infer.py"
 STOCK_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
 
@@ -100,6 +102,8 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
     for bundle in bundles:
         dest = app / "model" / Path(bundle).name
         shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("eval", "__pycache__"))
+        # POST /train is the annotator's request to replace the served model.pt, which training otherwise refuses
+        set_config_values(dest, SERVED_TRAIN_VALUES, ["train.json"])
         set_config_values(dest, values or {}, ["inference.json", "train.json"])
         try:  # MONAI Label would answer every /infer with HTTP 500 (a size mismatch in its log only)
             check_weights_fit_configs(dest)
