@@ -66,3 +66,21 @@ def server(tmp_path):
     yield site, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def tiny_btcv_factory(tmp_path_factory):
+    """``make(shape)``: 5 labelled BTCV-layout phantoms of ``shape`` voxels with their datalist, once per shape."""
+    from e2enet_monai.data import prepare_dataset, write_synthetic
+
+    made = {}
+
+    def make(shape=(32, 32, 16)):
+        if shape not in made:
+            data = tmp_path_factory.mktemp("tiny_btcv")
+            write_synthetic("btcv", data, num_train=5, num_test=0, shape=shape)
+            prepare_dataset("btcv", data, data / "datalist.json")
+            made[shape] = data
+        return made[shape]
+
+    return make

@@ -96,13 +96,8 @@ TINY = {"num_workers": 0, "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], 
 
 
 @pytest.fixture(scope="module")
-def tiny_btcv(tmp_path_factory):
-    from e2enet_monai.data import prepare_dataset, write_synthetic
-
-    data = tmp_path_factory.mktemp("tiny_btcv")
-    write_synthetic("btcv", data, num_train=5, num_test=0, shape=(32, 32, 16))
-    prepare_dataset("btcv", data, data / "datalist.json")
-    return data
+def tiny_btcv(tiny_btcv_factory):
+    return tiny_btcv_factory((32, 32, 16))
 
 
 def _train(data, out, **overrides):

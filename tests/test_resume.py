@@ -22,13 +22,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from e2enet_monai.data import prepare_dataset, write_synthetic
-
-    data = tmp_path_factory.mktemp("resume_data")
-    write_synthetic("btcv", data, num_train=5, num_test=0, shape=(48, 48, 16))
-    prepare_dataset("btcv", data, data / "datalist.json")
-    return data
+def tiny(tiny_btcv_factory):
+    return tiny_btcv_factory((48, 48, 16))
 
 
 def _cmd(data, out, **extra):
