@@ -125,11 +125,14 @@ def check_image(
 
 def check_label(label: str | os.PathLike, image: str | os.PathLike, label_values: Sequence[int]) -> None:
     """
-    Check a training label: readable, on its image's grid (shape and affine of the first image file), and holding
-    only ``label_values``.
+    Check a training label: readable, on its image's grid (shape and affine of the first image file, read from its
+    header), and holding only ``label_values``.
     """
     label, image = Path(label), Path(image)
-    lbl, img = load_volume(label, "label"), load_volume(image)
+    lbl = load_volume(label, "label")
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist.")
+    img = nib.load(str(image))  # its grid only: callers have read (and checked) its voxels already
     if tuple(lbl.shape[:3]) != tuple(img.shape[:3]) or not np.allclose(lbl.affine, img.affine, atol=1e-3):
         raise InputError(f"label {label} is on another grid than its image {image}: shape {tuple(lbl.shape)} vs "
                          f"{tuple(img.shape)}, affine diagonal {np.round(np.diag(lbl.affine)[:3], 3).tolist()} vs "
