@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2enet_monai.bundle.verify import (
+from e2enet_monai.release.verify import (
     OUR_SCHEMA,
     check_changelog,
     check_export,
@@ -153,7 +153,7 @@ def test_lowercase_boolean_override_is_rejected_with_the_fix():
 
 
 def test_runner_passes_booleans_as_python_literals():
-    from e2enet_monai.bundle.runner import bundle_command
+    from e2enet_monai.apps.runner import bundle_command
 
     cmd = bundle_command(ROOT / "bundles/e2enet_btcv_segmentation", ["train.json"],
                          {"sparse_training": False, "channels": [8, 16], "overwrite": True})
@@ -162,7 +162,7 @@ def test_runner_passes_booleans_as_python_literals():
 
 
 def test_runner_log_file_is_written_and_named_on_failure(tmp_path):
-    from e2enet_monai.bundle.runner import run_bundle
+    from e2enet_monai.apps.runner import run_bundle
 
     log = tmp_path / "train.log"
     with pytest.raises(RuntimeError) as err:  # an unknown override key fails before anything is built

@@ -14,28 +14,44 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from e2enet_monai.bundle.demo import DEMO_DATASETS, run_demo
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, read_dice_table, run_bundle
+from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, TOPK_CPU_OVERRIDES
+from e2enet_monai.apps.runner import read_dice_table, run_bundle
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.networks import E2ENet
 
 pytestmark = pytest.mark.slow
-NAMES = sorted(DEMO_DATASETS)
+NAMES = sorted(SHIPPED_BUNDLES)
 NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    """Run each bundle's demo once per session (BTCV's with its top-k model): (workdir, bundle folder, Dice)."""
-    cache = {}
+def demo(installed_demos):
+    """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of a non-editable
+    install, from another folder (``conftest.py``): (workdir, bundle folder, Dice on the held-out phantoms)."""
 
     def get(name):
-        if name not in cache:
-            work = tmp_path_factory.mktemp(f"demo_{name}") / "run"
-            table = run_demo(name, work, topk=name == "btcv")
-            cache[name] = (work, work / DEMO_DATASETS[name][0], table)
-        return cache[name]
+        work = installed_demos(name) / name / "run"
+        bundle = work / SHIPPED_BUNDLES[name].folder
+        meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
+        return work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"])
 
     return get
+
+
+def test_non_editable_install_finds_its_own_package_and_bundles(demo, installed_demos):
+    """``pip install .`` (a wheel, not ``-e``) in a fresh environment: the package and the bundles it runs come
+    from that environment, not from this checkout, and ``e2enet-demo`` ran the whole journey from another folder."""
+    where = json.loads((installed_demos("btcv") / "installed.json").read_text())
+    checkout = Path(__file__).resolve().parents[1]
+    assert not Path(where["package"]).is_relative_to(checkout) and "site-packages" in where["package"]
+    assert Path(where["bundles"]).parts[-3:] == ("share", "e2enet-monai", "bundles")
+    assert Path(where["bundles"]).is_relative_to(Path(where["bin"]).parent)
+    import e2enet_monai
+
+    assert where["version"] == e2enet_monai.__version__
+    work, bundle, table = demo("btcv")
+    assert (bundle / "models/model.pt").is_file() and (bundle / "models/model_topk.pt").is_file()
+    assert sorted(p.name for p in (work / "segmentations").iterdir()) == ["img0061", "img0062"]
 
 
 def mean(values):
@@ -151,7 +167,8 @@ def test_inference_refuses_to_overwrite(demo, name):
 def test_missing_input_file_is_named(demo, tmp_path):
     _, bundle, _ = demo("btcv")
     missing = str(tmp_path / "nope.nii.gz")
-    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [missing], "output_dir": str(tmp_path)}, check=False)
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [missing], "output_dir": str(tmp_path)},
+                      check=False)
     assert proc.returncode != 0 and f"error: image {missing} does not exist." == proc.stderr.strip().splitlines()[-1]
 
 
@@ -161,7 +178,8 @@ def test_corrupt_input_fails_without_output(demo, tmp_path):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
     out = tmp_path / "out"
-    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [str(broken)], "output_dir": str(out)}, check=False)
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [str(broken)], "output_dir": str(out)},
+                      check=False)
     assert proc.returncode != 0 and "broken.nii.gz" in proc.stderr
     assert not list(out.rglob("*.nii.gz"))
 
@@ -171,7 +189,8 @@ def test_brats_wrong_channel_count(demo, tmp_path):
     from e2enet_monai.data import brats_image_lists
 
     three = brats_image_lists(work / "data")[0][:3]
-    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [three], "output_dir": str(tmp_path)}, check=False)
+    proc = run_bundle(bundle, ["inference.json"], {**NET, "datalist": [three], "output_dir": str(tmp_path)},
+                      check=False)
     assert proc.returncode != 0 and "expects 4 input channel(s), got 3" in proc.stderr
 
 
@@ -191,7 +210,7 @@ def test_torchrun_two_ranks_on_cpu_writes_one_checkpoint(demo, tmp_path):
                  "val_interval": 1}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    from e2enet_monai.bundle.runner import bundle_command
+    from e2enet_monai.apps.runner import bundle_command
 
     cmd = bundle_command(ddp, ["train.json", "multi_gpu_train.json"], overrides, launcher)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -283,7 +302,7 @@ def test_demo_bundle_runs_the_documented_commands_as_written(demo, tmp_path):
 def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_path):
     """CI-trained demo weights -> release zip + index on 127.0.0.1 -> download by name -> the documented commands,
     as written, give the demo's segmentation (and the top-k one runs)."""
-    from e2enet_monai.bundle import download, package_bundle
+    from e2enet_monai.release import download, package_bundle
 
     work, bundle, _ = demo("btcv")
     site, url = server
@@ -296,7 +315,7 @@ def test_packaged_demo_weights_download_and_infer_identically(demo, server, tmp_
 
 
 def test_packaging_refuses_weights_that_do_not_fit_the_configs(demo, tmp_path):
-    from e2enet_monai.bundle import package_bundle
+    from e2enet_monai.release import package_bundle
     from e2enet_monai.utils.errors import InputError
 
     _, bundle, _ = demo("btcv")
@@ -314,13 +333,12 @@ def test_packaging_refuses_weights_that_do_not_fit_the_configs(demo, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_inference_topk_runs_for_every_bundle_on_the_input_grid(name, tmp_path):
     """inference.json + inference_topk.json through monai.bundle, fresh top-k weights, outputs on each input's grid."""
-    from e2enet_monai.bundle.demo import REPO_BUNDLES
-    from e2enet_monai.bundle.runner import TOPK_CPU_OVERRIDES
     from e2enet_monai.data import brats_image_lists, write_synthetic
 
-    bundle_name, kind, _, test_glob = DEMO_DATASETS[name]
+    info = SHIPPED_BUNDLES[name]
+    bundle_name, kind, test_glob = info.folder, info.dataset, info.test_glob
     bundle = tmp_path / bundle_name
-    shutil.copytree(REPO_BUNDLES / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    shutil.copytree(bundles_dir() / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     net = {**NET, **{k: TOPK_CPU_OVERRIDES[k] for k in ("global_channels", "global_strides")}}
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs/inference.json"), str(bundle / "configs/inference_topk.json")])

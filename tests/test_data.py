@@ -72,7 +72,8 @@ def test_amos_excludes_mri_and_keeps_official_validation(tmp_path):
     assert raw.name == "amos22"
 
 
-@pytest.mark.parametrize("kind, convention", [("brats2021", "brats2021"), ("brats2023", "brats2023"), ("msd_brain", "msd")])
+@pytest.mark.parametrize("kind, convention",
+                         [("brats2021", "brats2021"), ("brats2023", "brats2023"), ("msd_brain", "msd")])
 def test_brats_layouts(tmp_path, kind, convention):
     write_synthetic(kind, tmp_path, num_cases=5, shape=(24, 24, 16))
     data = json.loads(prepare_dataset(kind, tmp_path, tmp_path / "dl.json").read_text())
@@ -117,7 +118,8 @@ def test_prepare_never_overwrites_unless_asked(tmp_path):
 
 def test_cli_tools(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
-    out = run(str(ROOT / "tools/make_synthetic.py"), "brats2023", str(tmp_path), "--num_cases", "2", "--shape", "[16,16,8]")
+    out = run(str(ROOT / "tools/make_synthetic.py"), "brats2023", str(tmp_path), "--num_cases", "2",
+              "--shape", "[16,16,8]")
     assert out.returncode == 0, out.stderr
     out = run(str(ROOT / "tools/prepare_data.py"), "brats2023", str(tmp_path))
     assert out.returncode == 0 and (tmp_path / "datalist.json").is_file(), out.stderr
@@ -154,4 +156,5 @@ def test_per_case_convention_and_channel_order():
     d = BraTSRegionsd("label", convention="brats2021")({"label": label, "brats_convention": "brats2023"})
     assert d["label"].flatten().tolist() == [1, 1, 1]
     img = torch.arange(4.0).view(4, 1, 1, 1)
-    assert ReorderChannelsd("image")({"image": img, "channel_order": [2, 1, 3, 0]})["image"].flatten().tolist() == [2, 1, 3, 0]
+    reordered = ReorderChannelsd("image")({"image": img, "channel_order": [2, 1, 3, 0]})["image"]
+    assert reordered.flatten().tolist() == [2, 1, 3, 0]

@@ -28,9 +28,11 @@ WORKER = textwrap.dedent(
 def test_early_rank_waits_for_rank_zero_before_teardown(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(script)]
     for _ in range(3):  # without the barrier this aborts (SIGABRT in rank 1) in most runs
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
         assert "rank 0 done, gathered [0, 1]" in proc.stdout and "rank 1 done, gathered [0, 1]" in proc.stdout
         assert "terminate called" not in proc.stderr

@@ -25,8 +25,9 @@ def test_mesh_structure(paper_net):
     assert [len(stage) for stage in paper_net.mesh] == [5, 4, 3, 2, 1]
     widths = [paper_net.mesh[0][level].fuse[0].conv.conv.in_channels for level in range(5)]
     assert widths == [96, 240, 480, 832, 960]
-    second_block = {(s + 1, l) for s, stage in enumerate(paper_net.mesh) for l, n in enumerate(stage) if len(n.fuse) == 2}
-    assert second_block == {(5 - l, l) for l in range(5)}  # the last diagonal l + s = 5
+    second_block = {(s + 1, lev) for s, stage in enumerate(paper_net.mesh) for lev, n in enumerate(stage)
+                    if len(n.fuse) == 2}
+    assert second_block == {(5 - lev, lev) for lev in range(5)}  # the last diagonal level + stage = 5
 
 
 def test_eval_and_train_outputs(paper_net):
@@ -88,7 +89,8 @@ def test_bad_constructor_arguments(kwargs, match):
 
 
 def test_conv_modes_change_parameter_count():
-    dense = {m: sum(p.numel() for p in E2ENet(3, 1, 16, conv_mode=m).parameters()) for m in ("shift", "plain2d", "conv3d")}
+    dense = {m: sum(p.numel() for p in E2ENet(3, 1, 16, conv_mode=m).parameters())
+             for m in ("shift", "plain2d", "conv3d")}
     assert dense["shift"] == dense["plain2d"] < dense["conv3d"]
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from e2enet_monai.bundle.demo import REPO_BUNDLES
-from e2enet_monai.bundle.inference_benchmark import (
+from e2enet_monai.benchmarks.inference import (
     _dice,
     _measure,
     benchmark_inference,
     command_line,
     write_inference_report,
 )
+from e2enet_monai.bundle.registry import bundles_dir
 from e2enet_monai.data import write_synthetic
 
 NET = {"channels": [4, 8, 16], "strides": [1, 2, 2], "patch_size": [16, 32, 32]}
@@ -37,7 +37,7 @@ def test_dice_counts_classes_present_in_label_or_prediction():
 
 def test_worker_times_both_methods_and_counts_flops(tmp_path):
     bundle = tmp_path / "bundle"
-    shutil.copytree(REPO_BUNDLES / "e2enet_btcv_segmentation", bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    shutil.copytree(bundles_dir() / "e2enet_btcv_segmentation", bundle, ignore=shutil.ignore_patterns("models", "eval"))
     (bundle / "models").mkdir()
     for configs, overrides, name in ((["inference.json"], NET, "model.pt"),
                                      (["inference.json", "inference_topk.json"], TOPK, "model_topk.pt")):
@@ -67,7 +67,7 @@ def test_worker_times_both_methods_and_counts_flops(tmp_path):
     assert rows[1]["patches"] == 2 and rows[0]["patches"] == rows[0]["windows"] > 2
     assert rows[1]["gflops"] < rows[0]["gflops"]  # 2 local patches + a small global pass < every window
     md, js, *_ = write_inference_report(rows, tmp_path / "report", "header")
-    assert "| top-k K=2 | 2 |" in md.read_text() and json.loads(js.read_text())[1]["patches"] == 2
+    assert "| top-k K=2 | 2 |" in md.read_text() and json.loads(js.read_text())["rows"][1]["patches"] == 2
 
 
 def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_folder(tmp_path):
@@ -87,11 +87,11 @@ def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_fold
 
 
 def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(tmp_path, monkeypatch):
-    import e2enet_monai.bundle.inference_benchmark as bench
+    import e2enet_monai.benchmarks.inference as bench
 
     calls = []
     monkeypatch.setattr(bench, "run_bundle", lambda bundle, configs, overrides, log_file: calls.append(configs[-1]))
-    shutil.copytree(REPO_BUNDLES / "e2enet_btcv_segmentation/configs", tmp_path / "configs")
+    shutil.copytree(bundles_dir() / "e2enet_btcv_segmentation/configs", tmp_path / "configs")
     settings = {"train": {"epochs": 1}, "train_global": {"epochs": 2}, "train_topk": {"epochs": 3}}
     first = bench._train(tmp_path, tmp_path, settings, None)
     assert calls == ["train.json", "train_global.json", "train_topk.json"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from e2enet_monai.bundle.runner import bundle_command
+from e2enet_monai.apps.runner import bundle_command
 from e2enet_monai.data import DatasetError, load_split, prepare_dataset, write_synthetic
 from e2enet_monai.data.checks import check_image, check_label
 from e2enet_monai.utils.errors import InputError
@@ -102,7 +102,7 @@ def weighted_bundle(tmp_path_factory):
     """The BTCV bundle with the CPU demo network written into its configs and random weights (no training)."""
     import shutil
 
-    from e2enet_monai.bundle.config_values import set_config_values
+    from e2enet_monai.apps.config_values import set_config_values
 
     bundle = tmp_path_factory.mktemp("bad_inputs") / BTCV.name
     shutil.copytree(BTCV, bundle, ignore=shutil.ignore_patterns("models", "eval"))

@@ -6,10 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from e2enet_monai.benchmarks.model_stats import (
+    collect_model_stats,
+    flop_counts,
+    load_checkpoint_masks,
+    parameter_counts,
+)
 from e2enet_monai.networks import E2ENet
 from e2enet_monai.networks.nets import nnunet_like_dynunet
 from e2enet_monai.sparse import KernelMasks
-from e2enet_monai.utils.model_stats import collect_model_stats, flop_counts, load_checkpoint_masks, parameter_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 

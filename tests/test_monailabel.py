@@ -17,8 +17,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from e2enet_monai.bundle.demo import REPO_BUNDLES
-from e2enet_monai.bundle.label_app import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.bundle.registry import bundles_dir
 from e2enet_monai.data import write_synthetic
 from e2enet_monai.data.phantoms import brats_phantom
 
@@ -43,7 +43,7 @@ def _bundles_with_weights(root: Path, names: list[str]) -> list[Path]:
     out = []
     for name in names:
         bundle = root / name
-        shutil.copytree(REPO_BUNDLES / name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        shutil.copytree(bundles_dir() / name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs/inference.json"))
         parser.update({k: v for k, v in VALUES.items() if k in parser.get()})
@@ -83,7 +83,8 @@ def _request(url: str, method: str = "GET", body: dict | None = None, timeout: f
 def _multipart_params(url: str) -> bytes:
     """POST an empty multipart form (the /infer endpoint's format) and return the raw response."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n--{boundary}--\r\n").encode()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n"
+            f"--{boundary}--\r\n").encode()
     req = urllib.request.Request(url, data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=600) as response:
@@ -136,7 +137,7 @@ def _free_port() -> int:
 
 
 def _expected_labels(name: str) -> dict:
-    meta = json.loads((REPO_BUNDLES / name / "configs/metadata.json").read_text())["network_data_format"]
+    meta = json.loads((bundles_dir() / name / "configs/metadata.json").read_text())["network_data_format"]
     outputs = meta.get("post_processed_outputs") or meta["outputs"]
     channel_def = next(iter(outputs.values()))["channel_def"]
     return {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
@@ -175,7 +176,7 @@ def test_environment_build_is_resumable_and_shared_between_callers(tmp_path, mon
     """A completed build is reused; an interrupted one (no marker) or changed requirements reinstall into it."""
     import threading
 
-    from e2enet_monai.bundle import label_app
+    from e2enet_monai.apps.monailabel import server as label_app
 
     calls, started = [], threading.Event()
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from e2enet_monai.bundle import BundleDownloadError, download, package_bundle, update_index
-from e2enet_monai.bundle.demo import REPO_BUNDLES
+from e2enet_monai.bundle.registry import bundles_dir
+from e2enet_monai.release import BundleDownloadError, download, package_bundle, update_index
 
 NAME = "e2enet_btcv_segmentation"
 
@@ -23,10 +23,10 @@ def make_bundle(root: Path, version: str = "0.2.0", monai_version: str | None = 
     """A copy of the BTCV bundle with a small network written into its configs and weights of it, at ``version``."""
     from monai.bundle import ConfigParser
 
-    from e2enet_monai.bundle.config_values import set_config_values
+    from e2enet_monai.apps.config_values import set_config_values
 
     bundle = root / NAME
-    shutil.copytree(REPO_BUNDLES / NAME, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    shutil.copytree(bundles_dir() / NAME, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     meta = json.loads((bundle / "configs/metadata.json").read_text())
     meta["version"] = version
     meta["changelog"][version] = "test"

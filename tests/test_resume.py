@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from e2enet_monai.bundle.runner import bundle_command
+from e2enet_monai.apps.runner import bundle_command
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

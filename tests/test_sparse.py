@@ -6,11 +6,11 @@ import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 
+from e2enet_monai.handlers import SparseTrainingHandler
 from e2enet_monai.networks import E2ENet
 from e2enet_monai.sparse import (
     DynamicSparsity,
     KernelMasks,
-    SparseTrainingHandler,
     cosine_death_rate,
     kernel_densities,
     load_sparse_state_dict,

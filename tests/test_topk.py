@@ -1,4 +1,4 @@
-"""Top-k patch segmentation: candidate grid, selection, NMSWNet training forward, TopKPatchInferer."""
+"""Top-k patch segmentation: candidate grid, selection, NMSWNet training forward, top-k patch inference."""
 
 import pytest
 import torch
@@ -8,11 +8,11 @@ from monai.inferers import SlidingWindowInferer
 from monai.inferers.utils import _get_scan_interval
 from monai.networks.nets import SegResNet
 
-from e2enet_monai.inferers import TopKPatchInferer
+from e2enet_monai.inferers import TopKPatchInferer, TopKPatchModel, topk_patch_inference
 from e2enet_monai.losses import TopKPatchLoss
-from e2enet_monai.networks import E2ENet, NMSWNet
-from e2enet_monai.networks.blocks import CandidateGrid, adaptive_k, gumbel_topk, topk_indices
-from e2enet_monai.networks.nets import upsample_region
+from e2enet_monai.networks import E2ENet, NMSWNet, NMSWOutput
+from e2enet_monai.networks.blocks import adaptive_k, gumbel_topk, topk_indices
+from e2enet_monai.utils.patches import CandidateGrid, upsample_region
 
 ROI = (16, 16, 16)
 C = 3
@@ -85,7 +85,7 @@ def test_all_patches_with_patch_only_gate_equal_sliding_window(size):
     with torch.no_grad():
         model.fusion.weight.fill_(100.0)  # sigmoid(100) == 1: the fused output is the patch branch
     x = torch.rand(1, 1, *size)
-    topk = TopKPatchInferer(ROI, overlap=0.5, k=10**6, downsample=2, patch_batch_size=4)(x, model)
+    topk = TopKPatchInferer(k=10**6, patch_batch_size=4)(x, model)
     sw = SlidingWindowInferer(ROI, sw_batch_size=4, overlap=0.5, mode="gaussian")(x, model.local_net)
     assert topk.shape == (1, C, *size)
     assert torch.allclose(topk, sw, atol=1e-5)
@@ -94,7 +94,7 @@ def test_all_patches_with_patch_only_gate_equal_sliding_window(size):
 def test_topk_mode_is_deterministic_and_picks_the_best_allowed_candidates():
     model = make_model(k=4).eval()
     x = torch.rand(2, 1, 37, 40, 29)
-    inferer = TopKPatchInferer(ROI, k=4, downsample=2)
+    inferer = TopKPatchInferer(k=4)
     first = inferer(x, model)
     selection = [sel for sel, _ in inferer.last_selection]
     assert torch.equal(first, inferer(x, model))
@@ -104,7 +104,11 @@ def test_topk_mode_is_deterministic_and_picks_the_best_allowed_candidates():
         scores = model.candidate_scores(coarse, feature, grid)
     for b in range(2):
         assert selection[b] == sorted(topk_indices(scores[b : b + 1], 4)[0].tolist())
-    assert model(x).shape == first.shape and torch.equal(model(x), first)  # eval forward = default inferer
+    assert torch.equal(TopKPatchInferer()(x, model), first)  # k from the model (4)
+    # the forward in eval() mode picks the same patches and blends them with the same aggregation
+    out = model(x)
+    assert isinstance(out, NMSWOutput) and not out.local_boxes[len(selection[0]) * 2:]
+    assert torch.allclose(out.pred, first, atol=1e-5)
 
 
 def test_background_mask_never_leaves_fewer_than_k(monkeypatch):
@@ -116,7 +120,7 @@ def test_background_mask_never_leaves_fewer_than_k(monkeypatch):
     grid = CandidateGrid.build(x.shape[2:], ROI)
     assert (model.candidate_scores(background, feature, grid) < -1e3).all()
     monkeypatch.setattr(model, "global_forward", lambda image: (background, feature))
-    inferer = TopKPatchInferer(ROI, k=5, downsample=2)
+    inferer = TopKPatchInferer(k=5)
     out = inferer(x, model)
     assert len(inferer.last_selection[0][0]) == 5 and out.shape == (1, C, 37, 40, 29)
 
@@ -124,21 +128,25 @@ def test_background_mask_never_leaves_fewer_than_k(monkeypatch):
 def test_sample_mode_is_seeded_and_adaptive_k_is_bounded():
     model = make_model().eval()
     x = torch.rand(1, 1, 37, 40, 29)
-    a = TopKPatchInferer(ROI, k=3, downsample=2, mode="sample", seed=1)
-    b = TopKPatchInferer(ROI, k=3, downsample=2, mode="sample", seed=1)
+    a = TopKPatchInferer(k=3, mode="sample", seed=1)
+    b = TopKPatchInferer(k=3, mode="sample", seed=1)
     assert torch.equal(a(x, model), b(x, model))
-    adaptive = TopKPatchInferer(ROI, downsample=2, mass=0.999, k_min=2, k_max=6)
+    adaptive = TopKPatchInferer(mass=0.999, k_min=2, k_max=6)
     adaptive(x, model)
     assert 2 <= len(adaptive.last_selection[0][0]) <= 6
 
 
-def test_inferer_rejects_plain_networks_and_mismatched_settings():
+def test_inferer_rejects_plain_networks_and_reads_its_geometry_from_the_model():
     model = make_model().eval()
     x = torch.rand(1, 1, 32, 32, 32)
+    assert isinstance(model, TopKPatchModel) and not isinstance(model.local_net, TopKPatchModel)
     with pytest.raises(TypeError, match="SlidingWindowInferer"):
-        TopKPatchInferer(ROI, downsample=2)(x, model.local_net)
-    with pytest.raises(ValueError, match="downsample=3 differs"):
-        TopKPatchInferer(ROI, downsample=3)(x, model)
+        TopKPatchInferer()(x, model.local_net)
+    with pytest.raises(ValueError, match="inputs must be"):
+        TopKPatchInferer()(x[0], model)
+    out, selection = topk_patch_inference(x, model, k=2)
+    assert out.shape == (1, C, 32, 32, 32) and len(selection[0][0]) == 2
+    assert selection[0][1] == CandidateGrid.build((32, 32, 32), model.roi_size, model.overlap)
 
 
 def test_training_gathers_only_selected_patches_and_gradients_reach_scores_through_selection():
@@ -149,12 +157,12 @@ def test_training_gathers_only_selected_patches_and_gradients_reach_scores_throu
     y = torch.randint(0, C, (2, 1, 32, 40, 40))
     out = model(x, y)
     assert seen == [2 * (3 + 1)]  # K picks + 1 random patch per volume, never all candidates
-    assert out["pred"].shape == (2, C, 32, 40, 40) and out["local"].shape == (8, C, *ROI)
+    assert out.pred.shape == (2, C, 32, 40, 40) and out.local.shape == (8, C, *ROI)
     # only the aggregated and local terms: the score head and the global network get gradients through the picks
     loss_fn = TopKPatchLoss(downsample=2)
     local_label = torch.stack([y[(b, slice(None), *(slice(o, o + r) for o, r in zip(org, ROI)))]
-                               for b, org in out["local_boxes"]])
-    (loss_fn.loss(out["pred"], y) + loss_fn.loss(out["local"], local_label)).backward()
+                               for b, org in out.local_boxes])
+    (loss_fn.loss(out.pred, y) + loss_fn.loss(out.local, local_label)).backward()
     assert model.score_head.net[-1].weight.grad.abs().sum() > 0
     assert sum(p.grad.abs().sum() for p in model.global_net.parameters() if p.grad is not None) > 0
     assert model.fusion.weight.grad.abs().sum() > 0
@@ -177,7 +185,7 @@ def test_full_loss_trains_and_works_with_other_monai_segmenters():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.8 * losses[0], losses
-    assert model.eval()(x).shape == (1, C, 32, 32, 32)
+    assert TopKPatchInferer()(x, model.eval()).shape == (1, C, 32, 32, 32)
 
 
 def test_training_input_smaller_than_patch_is_a_clear_error():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fire
 
-from e2enet_monai.bundle.inference_benchmark import benchmark_inference, command_line, write_inference_report
-from e2enet_monai.utils.model_stats import machine_label
+from e2enet_monai.benchmarks.inference import benchmark_inference, command_line, write_inference_report
+from e2enet_monai.benchmarks.model_stats import machine_label
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import fire
 import torch
 
-from e2enet_monai.bundle.benchmarks import benchmark_sparse_training, write_sparse_report
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES
-from e2enet_monai.utils.model_stats import machine_label
+from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES
+from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.sparse_training import benchmark_sparse_training, write_sparse_report
 
 
 def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_dir: str = "benchmark_output",
@@ -24,7 +24,8 @@ def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_di
     """
     rows = benchmark_sparse_training(workdir, dataset, seed)
     header = (f"Dense vs sparse E2ENet training, {dataset} phantoms, {rows[0]['iterations']} iterations each "
-              f"(CPU demo settings: channels {CPU_DEMO_OVERRIDES['channels']}, patch {CPU_DEMO_OVERRIDES['patch_size']}), "
+              f"(CPU demo settings: channels {CPU_DEMO_OVERRIDES['channels']}, "
+              f"patch {CPU_DEMO_OVERRIDES['patch_size']}), "
               f"Dice on the held-out fold. Machine: {machine_label(torch.get_num_threads())}.")
     md, js = write_sparse_report(rows, out_dir, header)
     print(md.read_text())

@@ -6,7 +6,7 @@ import logging
 
 import fire
 
-from e2enet_monai.bundle import download
+from e2enet_monai.release import download
 
 
 def main(name: str, index_url: str, version: str = "", bundle_dir: str = "bundles", overwrite: bool = False) -> None:

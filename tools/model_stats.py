@@ -5,14 +5,9 @@ from __future__ import annotations
 import fire
 import torch
 
+from e2enet_monai.benchmarks.model_stats import collect_model_stats, machine_label, write_stats_report
 from e2enet_monai.networks.nets.baselines import NETWORKS
-from e2enet_monai.utils.model_stats import collect_model_stats, machine_label, write_stats_report
-
-
-def _as_list(value) -> list:
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+from e2enet_monai.utils.cli import as_list
 
 
 def main(
@@ -50,9 +45,9 @@ def main(
         out_dir: folder for model_stats.md and model_stats.json.
     """
     torch.set_num_threads(threads)
-    sizes = [int(p) for p in _as_list(patch)]
+    sizes = [int(p) for p in as_list(patch)]
     rows = collect_model_stats(
-        _as_list(networks), in_channels, out_channels, sizes, density=density, distribution=distribution,
+        as_list(networks), in_channels, out_channels, sizes, density=density, distribution=distribution,
         checkpoint=checkpoint, seed=seed, runs=runs, threads=threads, timing=timing,
     )
     header = (f"Model statistics, {in_channels} -> {out_channels} channels, batch 1, eval mode. "

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import fire
 
-from e2enet_monai.bundle.label_app import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.utils.cli import as_list
 from e2enet_monai.utils.errors import InputError, cli_entry
-
-
-def _as_list(value) -> list[str]:
-    return [v for v in value.split(",") if v] if isinstance(value, str) else [str(v) for v in value]
 
 
 def install(venv: str = "") -> None:
@@ -43,7 +40,7 @@ def setup(app_dir: str, bundles: str, venv: str = "", values: str | dict = "", o
     '{"epoch_length": 20}' (the server cannot pass overrides). A bundle whose weights do not fit the network its
     configs build is refused, naming the mismatch.
     """
-    app = setup_app(app_dir, _as_list(bundles), venv or None, _as_dict(values), overwrite)
+    app = setup_app(app_dir, [str(b) for b in as_list(bundles)], venv or None, _as_dict(values), overwrite)
     print(app)
 
 

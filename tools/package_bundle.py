@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fire
 
-from e2enet_monai.bundle import package_bundle
+from e2enet_monai.release import package_bundle
 from e2enet_monai.utils.errors import cli_entry
 
 

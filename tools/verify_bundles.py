@@ -4,13 +4,12 @@ properties) on every bundle under bundles/, through MONAI's own monai.bundle fun
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import fire
 
-from e2enet_monai.bundle.verify import verify_bundle
-
-ROOT = Path(__file__).resolve().parents[1]
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundle_path
+from e2enet_monai.release.verify import verify_bundle
+from e2enet_monai.utils.cli import as_list
 
 
 def main(bundles: str | tuple | None = None, schema: str | tuple | None = None) -> None:
@@ -18,14 +17,11 @@ def main(bundles: str | tuple | None = None, schema: str | tuple | None = None) 
     Verify bundles; exits with status 1 if any check fails.
 
     Args:
-        bundles: comma-separated bundle folders (default: every folder in bundles/).
+        bundles: comma-separated bundle folders (default: the shipped bundles).
         schema: extra metadata schema file(s) to validate against besides our shipped one, e.g. MONAI's official
             meta_schema_20220324.json downloaded beforehand (comma-separated).
     """
-    def as_list(v):
-        return [] if v is None else ([x for x in v.split(",") if x] if isinstance(v, str) else list(v))
-
-    folders = as_list(bundles) or sorted(str(p) for p in (ROOT / "bundles").iterdir() if p.is_dir())
+    folders = as_list(bundles) or [str(bundle_path(name)) for name in sorted(SHIPPED_BUNDLES)]
     failed = False
     for folder in folders:
         print(f"== {folder}")

@@ -1,32 +1,36 @@
-from e2enet_monai.bundle.checks import check_checkpoint, check_inference_run, check_training_run, inference_items
-from e2enet_monai.bundle.distributed import shutdown_distributed
-from e2enet_monai.bundle.helpers import (
-    CPUStateDict,
-    existing,
-    load_weights,
-    make_optimizer,
-    onehot_postprocessing,
-    region_postprocessing,
+"""What the bundles' configs call: input and checkpoint checks, weights, optimizers, post-processing, teardown."""
+
+from e2enet_monai.bundle.checks import (
+    check_checkpoint,
+    check_inference_run,
+    check_training_run,
+    check_weights_fit_configs,
+    inference_items,
 )
+from e2enet_monai.bundle.distributed import shutdown_distributed
+from e2enet_monai.bundle.optim import make_optimizer
 from e2enet_monai.bundle.overrides import check_cli_overrides
-from e2enet_monai.bundle.packaging import package_bundle, update_index
-from e2enet_monai.bundle.remote import BundleDownloadError, download
+from e2enet_monai.bundle.postprocessing import onehot_postprocessing, region_postprocessing
+from e2enet_monai.bundle.references import existing
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, BundleInfo, bundle_path, bundles_dir
+from e2enet_monai.bundle.weights import CPUStateDict, load_weights
 
 __all__ = [
-    "BundleDownloadError",
+    "SHIPPED_BUNDLES",
+    "BundleInfo",
     "CPUStateDict",
+    "bundle_path",
+    "bundles_dir",
     "check_checkpoint",
     "check_cli_overrides",
     "check_inference_run",
     "check_training_run",
-    "download",
+    "check_weights_fit_configs",
     "existing",
     "inference_items",
     "load_weights",
     "make_optimizer",
     "onehot_postprocessing",
-    "package_bundle",
     "region_postprocessing",
     "shutdown_distributed",
-    "update_index",
 ]

@@ -10,12 +10,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
 from monai.data import FolderLayout
 
 from e2enet_monai.data.checks import check_image, check_label
 from e2enet_monai.utils.errors import InputError, exit_on_input_error
 
-__all__ = ["check_checkpoint", "check_inference_run", "check_training_run", "inference_items", "output_path"]
+__all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_training_run",
+           "check_weights_fit_configs", "inference_items", "output_path"]
 
 
 def inference_items(datalist: str | os.PathLike | Sequence[str | os.PathLike | Sequence[str]]) -> list[dict]:
@@ -123,3 +125,29 @@ def check_training_run(train_data: Sequence[Mapping], val_data: Sequence[Mapping
         if "label" not in case:
             raise InputError(f"training case {image} has no 'label' in the datalist.")
         check_label(case["label"], image if isinstance(image, str) else image[0], label_values)
+
+
+# weights file -> the configs that must rebuild its network
+WEIGHTS_CONFIGS = {
+    "models/model.pt": ["inference.json"],
+    "models/model_topk.pt": ["inference.json", "inference_topk.json"],
+}
+
+
+def check_weights_fit_configs(bundle: str | os.PathLike) -> list[str]:
+    """
+    Every weights file of :data:`WEIGHTS_CONFIGS` present in ``bundle`` loads into the network its own configs
+    build (names and shapes), as ``monai.bundle run`` will build it with no overrides; raise
+    :class:`~e2enet_monai.utils.errors.InputError` naming the mismatch otherwise. Returns the checked files.
+    """
+    root = Path(bundle)
+    checked = []
+    for rel, configs in WEIGHTS_CONFIGS.items():
+        if not (root / rel).is_file() or not all((root / "configs" / c).is_file() for c in configs):
+            continue
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / c) for c in configs])
+        parser["bundle_root"] = str(root)
+        check_checkpoint(root / rel, parser.get_parsed_content("network_def"))
+        checked.append(rel)
+    return checked

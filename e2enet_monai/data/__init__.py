@@ -1,4 +1,4 @@
-from e2enet_monai.data.labels import AMOS_LABELS, BRATS_LABELS, BRATS_MODALITIES, BRATS_REGIONS, BTCV_LABELS
+from e2enet_monai.data.labels import AMOS_LABELS, BRATS_LABELS, BTCV_LABELS
 from e2enet_monai.data.phantoms import brats_phantom, ct_phantom, write_synthetic
 from e2enet_monai.data.prepare import DatasetError, brats_image_lists, check_case, load_split, prepare_dataset
 from e2enet_monai.data.sampler import ResumableRandomSampler
@@ -6,8 +6,6 @@ from e2enet_monai.data.sampler import ResumableRandomSampler
 __all__ = [
     "AMOS_LABELS",
     "BRATS_LABELS",
-    "BRATS_MODALITIES",
-    "BRATS_REGIONS",
     "BTCV_LABELS",
     "DatasetError",
     "ResumableRandomSampler",

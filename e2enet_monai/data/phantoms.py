@@ -171,7 +171,8 @@ def write_btcv(root: str | os.PathLike, num_train: int = 6, num_test: int = 1, s
                   root / "RawData/Training/label" / f"label{cid}.nii.gz", spacing, flip=i % 3 == 2)
     for j in range(num_test):
         image, label = ct_phantom(BTCV_LABELS, shape, seed=seed + 1000 + j)
-        _write_ct(image, label, root / "RawData/Testing/img" / f"img{61 + j:04d}.nii.gz", None, spacing, flip=j % 2 == 1)
+        _write_ct(image, label, root / "RawData/Testing/img" / f"img{61 + j:04d}.nii.gz", None, spacing,
+                  flip=j % 2 == 1)
     return root
 
 
@@ -190,7 +191,8 @@ def write_amos(root: str | os.PathLike, num_train: int = 6, num_val: int = 2, nu
             name = f"amos_{cid:04d}.nii.gz"
             _write_ct(image, label, root / img_dir / name, root / lbl_dir / name if lbl_dir else None, spacing,
                       flip=cid % 3 == 0)
-            entries[split].append({"image": f"./{img_dir}/{name}", **({"label": f"./{lbl_dir}/{name}"} if lbl_dir else {})})
+            label = {"label": f"./{lbl_dir}/{name}"} if lbl_dir else {}
+            entries[split].append({"image": f"./{img_dir}/{name}", **label})
             cid += 1
     for k in range(num_mri):
         image, label = ct_phantom(AMOS_LABELS, shape, seed=seed + 500 + k)

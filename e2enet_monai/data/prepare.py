@@ -92,7 +92,8 @@ def _btcv(raw: Path) -> dict:
         cid = re.fullmatch(r"img(\d+)\.nii\.gz", img.name).group(1)
         entry = {"case": cid, "image": img, "label": lbl_dir / f"label{cid}.nii.gz"}
         (val if int(cid) in BTCV_VALIDATION_IDS else train).append(entry)
-    tests = [{"case": re.sub(r"\D", "", p.name), "image": p} for p in sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))]
+    tests = [{"case": re.sub(r"\D", "", p.name), "image": p}
+             for p in sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))]
     return {"dataset": "btcv", "labels": BTCV_LABELS, "label_values": tuple(range(len(BTCV_LABELS))),
             "training": train + val, "validation": val, "testing": tests}
 

@@ -1,3 +1,3 @@
-from e2enet_monai.inferers.topk import TopKPatchInferer
+from e2enet_monai.inferers.topk import TopKPatchInferer, TopKPatchModel, topk_patch_inference
 
-__all__ = ["TopKPatchInferer"]
+__all__ = ["TopKPatchInferer", "TopKPatchModel", "topk_patch_inference"]

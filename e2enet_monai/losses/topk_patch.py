@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 
-from e2enet_monai.networks.blocks.patch_selection import box_slices
-from e2enet_monai.networks.nets.nmsw import shrink_label
+from e2enet_monai.networks.nets.nmsw import NMSWOutput
+from e2enet_monai.utils.patches import box_slices, shrink_label
 
 __all__ = ["TopKPatchLoss"]
 
@@ -24,7 +26,7 @@ class TopKPatchLoss(nn.Module):
         loss: segmentation loss taking ``(logits, label)``; default ``DiceCELoss(to_onehot_y=True, softmax=True)``.
         entropy_weight: weight of the score entropy (subtracted).
 
-    Shape: ``output`` is the dict of :class:`~e2enet_monai.networks.nets.NMSWNet` in training, ``label``
+    Shape: ``output`` is :class:`~e2enet_monai.networks.NMSWOutput` (the training forward of ``NMSWNet``), ``label``
     ``(B, 1, *S)`` (class indices) or ``(B, C, *S)`` (sigmoid regions).
     """
 
@@ -34,22 +36,22 @@ class TopKPatchLoss(nn.Module):
         self.loss = loss if loss is not None else DiceCELoss(to_onehot_y=True, softmax=True)
         self.entropy_weight = float(entropy_weight)
 
-    def coarse_label(self, label: torch.Tensor, padded_size, coarse_size) -> torch.Tensor:
+    def coarse_label(self, label: torch.Tensor, padded_size: Sequence[int], coarse_size: Sequence[int]) -> torch.Tensor:
         """Label at the coarse grid: padded at the end like the image, sampled at each block's centre voxel."""
         small = shrink_label(label, self.downsample, padded_size)
         return small[(..., *(slice(0, n) for n in coarse_size))]
 
-    def forward(self, output: dict, label: torch.Tensor) -> torch.Tensor:
-        roi = tuple(output["local"].shape[2:])
+    def forward(self, output: NMSWOutput, label: torch.Tensor) -> torch.Tensor:
+        roi = tuple(output.local.shape[2:])
         local_label = torch.stack(
-            [label[(b, slice(None), *box_slices(org, roi))] for b, org in output["local_boxes"]]
+            [label[(b, slice(None), *box_slices(org, roi))] for b, org in output.local_boxes]
         )
-        coarse = output["coarse"]
-        probs = torch.softmax(output["scores"].float(), dim=-1)
+        coarse = output.coarse
+        probs = torch.softmax(output.scores.float(), dim=-1)
         entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
         return (
-            self.loss(output["pred"], label)
-            + self.loss(coarse, self.coarse_label(label, output["padded_size"], coarse.shape[2:]))
-            + self.loss(output["local"], local_label)
+            self.loss(output.pred, label)
+            + self.loss(coarse, self.coarse_label(label, output.padded_size, coarse.shape[2:]))
+            + self.loss(output.local, local_label)
             - self.entropy_weight * entropy
         )

@@ -1,3 +1,3 @@
-from e2enet_monai.networks.nets import E2ENet, NMSWNet
+from e2enet_monai.networks.nets import E2ENet, NMSWNet, NMSWOutput
 
-__all__ = ["E2ENet", "NMSWNet"]
+__all__ = ["E2ENet", "NMSWNet", "NMSWOutput"]

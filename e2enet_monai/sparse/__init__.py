@@ -1,7 +1,6 @@
 from e2enet_monai.sparse.density import DENSITY_MODES, kernel_densities
 from e2enet_monai.sparse.dynamic import GROWTH_MODES, DynamicSparsity, cosine_death_rate
 from e2enet_monai.sparse.export import load_sparse_state_dict, save_sparse_state_dict
-from e2enet_monai.sparse.handler import SparseTrainingHandler
 from e2enet_monai.sparse.masks import KernelMasks, default_sparse_parameters, select_parameters
 
 __all__ = [
@@ -9,7 +8,6 @@ __all__ = [
     "GROWTH_MODES",
     "DynamicSparsity",
     "KernelMasks",
-    "SparseTrainingHandler",
     "cosine_death_rate",
     "default_sparse_parameters",
     "kernel_densities",

@@ -52,11 +52,13 @@ class BraTSRegionsd(MapTransform):
                 raise ValueError(f"{key!r} must be a single-channel label map, got shape {tuple(label.shape)}.")
             unknown = set(torch.unique(label).int().tolist()) - {0, ncr, ed, et}
             if unknown:
-                raise ValueError(f"{key!r} holds label values {sorted(unknown)} outside the {d.get(self.convention_key, self.convention)} "
+                convention = d.get(self.convention_key, self.convention)
+                raise ValueError(f"{key!r} holds label values {sorted(unknown)} outside the {convention} "
                                  f"convention (0, {ncr}, {ed}, {et}).")
             tc = (label == ncr) | (label == et)
             wt = tc | (label == ed)
-            d[key] = torch.cat([tc, wt, label == et], dim=0).to(label.dtype if label.is_floating_point() else torch.float32)
+            dtype = label.dtype if label.is_floating_point() else torch.float32
+            d[key] = torch.cat([tc, wt, label == et], dim=0).to(dtype)
         return d
 
 

@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import MetaKeys, convert_to_tensor
 
-from e2enet_monai.networks.nets.nmsw import padded_shape, shrink_image, shrink_label
+from e2enet_monai.utils.patches import padded_shape, shrink_image, shrink_label
 
 __all__ = ["CoarseViewd"]
 

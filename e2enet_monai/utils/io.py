@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import BinaryIO
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_bytes"]
+__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_bytes", "sha256_file"]
 
 
 def _default_mode() -> int:
@@ -51,3 +52,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,18 +1,19 @@
 from e2enet_monai.networks.blocks.depth_shift import DepthShift, depth_shift_offsets
 from e2enet_monai.networks.blocks.fusion_node import FusionNode
+from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
-from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, adaptive_k, gumbel_topk, topk_indices
+from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
 from e2enet_monai.networks.blocks.score_head import ScoreHead
 from e2enet_monai.networks.blocks.shift_conv import CONV_MODES, ShiftConvBlock
 
 __all__ = [
     "CONV_MODES",
-    "CandidateGrid",
     "ClassGate",
     "ConvFusion",
     "DepthShift",
     "FusionNode",
     "PATCH_FUSIONS",
+    "PatchAccumulator",
     "ScoreHead",
     "ShiftConvBlock",
     "adaptive_k",

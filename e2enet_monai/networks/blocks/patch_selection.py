@@ -1,74 +1,11 @@
-"""Candidate patch grid and top-k selection for top-k patch (NMSW-style) segmentation."""
+"""Top-k selection of candidate patches (NMSW-style segmentation): deterministic, Gumbel, adaptive K."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from monai.data.utils import dense_patch_slices
-from monai.inferers.utils import _get_scan_interval
 
-__all__ = ["CandidateGrid", "adaptive_k", "box_slices", "gumbel_topk", "topk_indices"]
-
-
-def box_slices(origin: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
-    """Spatial slices of the box ``origin .. origin + size``."""
-    return tuple(slice(o, o + r) for o, r in zip(origin, size))
-
-
-@dataclass(frozen=True)
-class CandidateGrid:
-    """
-    The windows sliding-window inference would visit, as a grid: candidate ``n`` (row-major over ``shape``) covers
-    ``slices(n)``. Built with MONAI's own scan interval and ``dense_patch_slices`` (last window clamped to the edge),
-    so the set of windows is exactly the sliding-window one.
-    """
-
-    image_size: tuple[int, ...]
-    roi_size: tuple[int, ...]
-    starts: tuple[tuple[int, ...], ...]  # window starts per spatial axis
-
-    @classmethod
-    def build(cls, image_size: Sequence[int], roi_size: Sequence[int], overlap: float | Sequence[float] = 0.5):
-        """Grid of ``roi_size`` windows over ``image_size`` (each axis at least ``roi_size``) at ``overlap``."""
-        image_size, roi_size = tuple(int(s) for s in image_size), tuple(int(r) for r in roi_size)
-        if len(image_size) != len(roi_size) or any(s < r for s, r in zip(image_size, roi_size)):
-            raise ValueError(f"image_size {image_size} must have one entry per roi_size axis {roi_size}, each at "
-                             f"least as large (pad the image first).")
-        overlaps = tuple(overlap) if isinstance(overlap, Sequence) else (float(overlap),) * len(roi_size)
-        if any(not 0 <= o < 1 for o in overlaps):
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
-        interval = _get_scan_interval(image_size, roi_size, len(roi_size), overlaps)
-        windows = dense_patch_slices(image_size, roi_size, interval)
-        starts = tuple(tuple(sorted({int(w[d].start) for w in windows})) for d in range(len(roi_size)))
-        return cls(image_size, roi_size, starts)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Number of window positions per axis (the score map's shape)."""
-        return tuple(len(s) for s in self.starts)
-
-    def __len__(self) -> int:
-        return int(torch.Size(self.shape).numel())
-
-    def origin(self, index: int) -> tuple[int, ...]:
-        """Start voxel of candidate ``index``."""
-        pos = []
-        for n in reversed(self.shape):
-            pos.append(index % n)
-            index //= n
-        return tuple(s[p] for s, p in zip(self.starts, reversed(pos)))
-
-    def slices(self, index: int) -> tuple[slice, ...]:
-        """Spatial slices of candidate ``index``."""
-        return box_slices(self.origin(index), self.roi_size)
-
-    def origins(self) -> list[tuple[int, ...]]:
-        """Start voxels of every candidate in index order."""
-        return list(itertools.product(*self.starts))
+__all__ = ["adaptive_k", "gumbel_topk", "topk_indices"]
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.data.utils import compute_importance_map
 
+from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS
-from e2enet_monai.networks.blocks.patch_selection import CandidateGrid, box_slices, gumbel_topk
+from e2enet_monai.networks.blocks.patch_selection import gumbel_topk
 from e2enet_monai.networks.blocks.score_head import ScoreHead
+from e2enet_monai.utils.patches import CandidateGrid, box_slices, padded_shape, shrink_image, upsample_region
 
-__all__ = ["NMSWNet", "padded_shape", "shrink_image", "shrink_label", "upsample_region"]
+__all__ = ["NMSWNet", "NMSWOutput"]
 
 MASKED_SCORE = -1e4  # added to candidates with no coarse foreground: they come last, but can still be picked
 
@@ -24,49 +25,25 @@ def _first(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output[0]
 
 
-def padded_shape(spatial: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
-    """``spatial`` rounded up, axis by axis, to a multiple of ``multiple``."""
-    return tuple(int(math.ceil(s / m) * m) for s, m in zip(spatial, multiple))
-
-
-def _pad_end(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Zero-pad the last ``len(size)`` axes of ``x`` at their end to ``size``."""
-    pad = [p - s for s, p in zip(x.shape[-len(size):], size)]
-    return F.pad(x, [v for p in reversed(pad) for v in (0, p)])
-
-
-def shrink_image(image: torch.Tensor, downsample: int, size: Sequence[int]) -> torch.Tensor:
+class NMSWOutput(NamedTuple):
     """
-    The global network's input: ``image`` zero-padded at the end to ``size`` (a multiple of ``downsample``) and
-    average-pooled ``downsample`` times. Shape: ``([B,] C, *S)`` -> ``([B,] C, *size / downsample)``.
-    """
-    x = _pad_end(image, size)
-    return F.avg_pool3d(x, downsample) if downsample > 1 else x
+    What :meth:`NMSWNet.forward` returns (and :class:`~e2enet_monai.losses.TopKPatchLoss` takes).
 
-
-def shrink_label(label: torch.Tensor, downsample: int, size: Sequence[int]) -> torch.Tensor:
+    Attributes:
+        pred: aggregated logits ``(B, C, *S)``.
+        coarse: the global network's logits ``(B, C, *s)``.
+        local: local logits ``(n, C, *roi)`` of the picked patches, then of the random ones.
+        local_boxes: ``(batch index, origin)`` of each row of ``local``.
+        scores: candidate score logits ``(B, N)``.
+        padded_size: the padded full-resolution size that ``s`` is ``downsample`` times smaller than.
     """
-    The label on the global network's grid: zero-padded at the end to ``size`` like the image, then sampled at the
-    centre voxel (index ``downsample // 2``) of every block. Shape: ``([B,] C, *S)`` -> ``([B,] C, *size / downsample)``.
-    """
-    first = downsample // 2
-    return _pad_end(label, size)[(..., *(slice(first, None, downsample),) * len(size))]
 
-
-def upsample_region(coarse: torch.Tensor, origin: Sequence[int], size: Sequence[int], factor: int) -> torch.Tensor:
-    """
-    Trilinear upsampling (``align_corners=False``) of ``coarse`` by ``factor``, computed only for the full-resolution
-    box ``origin .. origin + size``: equal to upsampling the whole map and cropping, at a fraction of the memory.
-
-    Shape: ``coarse`` ``(B, C, d, h, w)`` -> ``(B, C, *size)``.
-    """
-    if factor == 1:
-        return coarse[(..., *(slice(o, o + s) for o, s in zip(origin, size)))]
-    lo = [max(0, o // factor - 1) for o in origin]
-    hi = [min(n, -(-(o + s) // factor) + 1) for o, s, n in zip(origin, size, coarse.shape[2:])]
-    crop = coarse[(..., *(slice(a, b) for a, b in zip(lo, hi)))]
-    up = F.interpolate(crop, scale_factor=factor, mode="trilinear", align_corners=False)
-    return up[(..., *(slice(o - a * factor, o - a * factor + s) for o, a, s in zip(origin, lo, size)))]
+    pred: torch.Tensor
+    coarse: torch.Tensor
+    local: torch.Tensor
+    local_boxes: list[tuple[int, tuple[int, ...]]]
+    scores: torch.Tensor
+    padded_size: tuple[int, ...]
 
 
 class NMSWNet(nn.Module):
@@ -82,11 +59,13 @@ class NMSWNet(nn.Module):
     default), blended with a Gaussian importance map, and voxels no patch covers keep the upsampled coarse
     prediction.
 
-    Training (``train()``, ``forward(image, label)``) picks patches by Gumbel top-k with straight-through weights
+    ``forward(image, label)`` is the training pass: it picks patches by Gumbel top-k with straight-through weights
     (the patch is multiplied by a weight that is 1 in value and carries its selection probability's gradient) plus
-    ``random_patches`` random ones for the local loss, and gathers only those patches. Inference (``eval()``)
-    delegates to :class:`e2enet_monai.inferers.TopKPatchInferer` with this network's ``roi_size``, ``overlap``,
-    ``k`` and ``downsample``.
+    ``random_patches`` random ones for the local loss, and gathers only those patches. In ``eval()`` it picks the
+    plain top ``k`` and no random patches. Whole-volume inference (any size, patch mini-batches, no autograd) is
+    :func:`e2enet_monai.inferers.topk_patch_inference` / :class:`~e2enet_monai.inferers.TopKPatchInferer`, built
+    from the same blocks (:meth:`global_forward`, :meth:`candidate_scores`, :meth:`local_forward`, :meth:`fuse`)
+    and the same :class:`~e2enet_monai.networks.blocks.PatchAccumulator`.
 
     Args:
         global_net: 3D segmenter for the downsampled volume (returns ``num_classes`` logits).
@@ -110,12 +89,9 @@ class NMSWNet(nn.Module):
             foreground when a label is given.
         sigma_scale: Gaussian blending sigma as a fraction of ``roi_size`` (MONAI's default 0.125).
 
-    Shapes:
-        ``eval()``: ``(B, in, *S)`` -> logits ``(B, num_classes, *S)`` for any ``S``.
-        ``train()``: ``(B, in, *S)`` with ``S >= roi_size`` -> dict with ``pred`` ``(B, C, *S)`` (aggregated),
-        ``coarse`` ``(B, C, *s)``, ``local`` ``(B * (k + random_patches), C, *roi)``, ``local_boxes`` (batch index
-        and origin of each local patch), ``scores`` ``(B, N)`` and ``padded_size`` (the padded full-resolution size
-        ``s`` is ``downsample`` times smaller than).
+    Shape:
+        ``(B, in, *S)`` with ``S >= roi_size`` -> :class:`NMSWOutput` (``pred`` ``(B, C, *S)``, ``local``
+        ``(B * (k + random_patches), C, *roi)`` in training).
     """
 
     def __init__(
@@ -172,7 +148,7 @@ class NMSWNet(nn.Module):
     def _keep_feature(self, module: nn.Module, args, output) -> None:
         self._feature = _first(output)
 
-    # building blocks, shared with TopKPatchInferer
+    # building blocks, shared with topk_patch_inference
     def padded_size(self, spatial: Sequence[int]) -> tuple[int, ...]:
         """Full-resolution size the global pass works on: ``spatial`` rounded up to ``downsample * divisor``."""
         return padded_shape(spatial, self.multiple)
@@ -224,51 +200,37 @@ class NMSWNet(nn.Module):
         return compute_importance_map(self.roi_size, mode="gaussian", sigma_scale=self.sigma_scale, device=device,
                                       dtype=dtype)
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None):
-        if not self.training:
-            from e2enet_monai.inferers.topk import TopKPatchInferer
-
-            inferer = TopKPatchInferer(self.roi_size, self.overlap, self.k, self.downsample)
-            return inferer(image, self)
-        return self._train_forward(image, label)
-
-    def _train_forward(self, image: torch.Tensor, label: torch.Tensor | None) -> dict:
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> NMSWOutput:
+        """
+        Args:
+            image: ``(B, in, *S)``, ``S >= roi_size`` on every axis (a training canvas).
+            label: ``(B, 1 or C, *S)``; in training, every other random patch is centred on its foreground.
+        """
         spatial = tuple(image.shape[2:])
         if any(s < r for s, r in zip(spatial, self.roi_size)):
-            raise ValueError(f"training input spatial shape {spatial} must be at least roi_size {self.roi_size} "
-                             f"on every axis (pad it, e.g. with MONAI's SpatialPadd).")
+            raise ValueError(f"input spatial shape {spatial} must be at least roi_size {self.roi_size} on every "
+                             f"axis (pad it, e.g. with MONAI's SpatialPadd; whole volumes of any size go through "
+                             f"e2enet_monai.inferers.TopKPatchInferer).")
         coarse, feature = self.global_forward(image)
         grid = CandidateGrid.build(spatial, self.roi_size, self.overlap)
         scores = self.candidate_scores(coarse, feature, grid)
         k = min(self.k, len(grid))
-        picks, weights = gumbel_topk(scores, k, tau=self.tau)
+        picks, weights = gumbel_topk(scores, k, tau=self.tau, noise=self.training)
         origins = grid.origins()
         boxes = [(b, origins[int(i)]) for b in range(image.shape[0]) for i in picks[b]]
-        extra = self._random_boxes(grid, picks, label)
+        extra = self._random_boxes(grid, picks, label) if self.training else []
         patches = [image[(b, slice(None), *box_slices(org, self.roi_size))] for b, org in boxes + extra]
         patches[: len(boxes)] = [p * w for p, w in zip(patches, weights.flatten())]
         local = self.local_forward(torch.stack(patches))
 
         coarse_detached = coarse.detach()
-        weight_map = self.importance_map(image.device, local.dtype)
-        acc = image.new_zeros((image.shape[0], self.num_classes, *spatial), dtype=local.dtype)
-        count = image.new_zeros((image.shape[0], 1, *spatial), dtype=local.dtype)
-        for j, (b, org) in enumerate(boxes):
-            box = (slice(b, b + 1), slice(None), *box_slices(org, self.roi_size))
-            fused = self.fuse(local[j : j + 1], upsample_region(coarse_detached[b : b + 1], org, self.roi_size,
-                                                                 self.downsample))
-            acc[box] = acc[box] + weight_map * fused
-            count[box] = count[box] + weight_map
-        coarse_full = upsample_region(coarse_detached, (0,) * len(spatial), spatial, self.downsample)
-        pred = torch.where(count > 0, acc / count.clamp_min(1e-12), coarse_full)
-        return {
-            "pred": pred,
-            "coarse": coarse,
-            "local": local,
-            "local_boxes": boxes + extra,
-            "scores": scores,
-            "padded_size": self.padded_size(spatial),
-        }
+        fused = self.fuse(local[: len(boxes)], torch.cat([
+            upsample_region(coarse_detached[b : b + 1], org, self.roi_size, self.downsample) for b, org in boxes]))
+        blend = PatchAccumulator(image.shape[0], self.num_classes, spatial,
+                                 self.importance_map(image.device, local.dtype), dtype=local.dtype)
+        blend.add(fused, boxes)
+        return NMSWOutput(pred=blend.result(coarse_detached, self.downsample), coarse=coarse, local=local,
+                          local_boxes=boxes + extra, scores=scores, padded_size=self.padded_size(spatial))
 
     def _random_boxes(self, grid: CandidateGrid, picks: torch.Tensor, label: torch.Tensor | None) -> list:
         """``random_patches`` extra candidates per volume not already picked; every other one holds foreground."""

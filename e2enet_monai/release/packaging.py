@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
 from pathlib import Path
 
-from monai.bundle import ConfigParser
+from e2enet_monai.bundle.checks import check_weights_fit_configs
+from e2enet_monai.utils.io import atomic_write, atomic_write_bytes, sha256_file
 
-from e2enet_monai.bundle.checks import check_checkpoint
-from e2enet_monai.utils.io import atomic_write, atomic_write_bytes
-
-__all__ = ["check_weights_fit_configs", "package_bundle", "sha256_of", "update_index"]
-
-# weights file -> the configs that must rebuild its network
-WEIGHTS_CONFIGS = {
-    "models/model.pt": ["inference.json"],
-    "models/model_topk.pt": ["inference.json", "inference_topk.json"],
-}
+__all__ = ["package_bundle", "update_index"]
 
 # never shipped: evaluation outputs, caches, MONAI Label's per-run config
 EXCLUDED_DIRS = {"eval", "__pycache__", ".ipynb_checkpoints"}
 EXCLUDED_FILES = {"configs/monailabel_train.json"}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip timestamps: same inputs give the same bytes
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_weights_fit_configs(bundle: str | os.PathLike) -> list[str]:
-    """
-    Every weights file of :data:`WEIGHTS_CONFIGS` present in ``bundle`` loads into the network its own configs
-    build (names and shapes), as ``monai.bundle run`` will build it with no overrides; raise
-    :class:`~e2enet_monai.utils.errors.InputError` naming the mismatch otherwise. Returns the checked files.
-    """
-    root = Path(bundle)
-    checked = []
-    for rel, configs in WEIGHTS_CONFIGS.items():
-        if not (root / rel).is_file() or not all((root / "configs" / c).is_file() for c in configs):
-            continue
-        parser = ConfigParser()
-        parser.read_config([str(root / "configs" / c) for c in configs])
-        parser["bundle_root"] = str(root)
-        check_checkpoint(root / rel, parser.get_parsed_content("network_def"))
-        checked.append(rel)
-    return checked
 
 
 def _bundle_files(root: Path) -> list[Path]:
@@ -116,10 +80,12 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{name}_v{version}.zip"
     if target.exists():
-        raise FileExistsError(f"{target} exists: bump the version in {meta_file} (and its changelog) for a new release.")
+        raise FileExistsError(f"{target} exists: bump the version in {meta_file} (and its changelog) for a new "
+                              f"release.")
 
     files = _bundle_files(root)
-    weights = [(f.relative_to(root).as_posix(), sha256_of(f)) for f in files if f.relative_to(root).parts[0] == "models"]
+    weights = [(f.relative_to(root).as_posix(), sha256_file(f)) for f in files
+               if f.relative_to(root).parts[0] == "models"]
 
     def write_zip(f) -> None:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
@@ -128,7 +94,10 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
                 info = zipfile.ZipInfo(f"{name}/{rel}", date_time=FIXED_TIME)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                data = _large_files_yml(name, version, weights, base_url) if rel == "large_files.yml" else path.read_bytes()
+                if rel == "large_files.yml":
+                    data = _large_files_yml(name, version, weights, base_url)
+                else:
+                    data = path.read_bytes()
                 zf.writestr(info, data, compresslevel=6)
 
     atomic_write(target, write_zip)
@@ -138,7 +107,7 @@ def package_bundle(bundle: str | os.PathLike, out_dir: str | os.PathLike, base_u
         "name": name,
         "version": version,
         "url": f"{base_url.rstrip('/')}/{target.name}" if base_url else target.name,
-        "sha256": sha256_of(target),
+        "sha256": sha256_file(target),
         "size": target.stat().st_size,
         "monai_version": meta["monai_version"],
     }
@@ -156,7 +125,8 @@ def update_index(index: str | os.PathLike, entry: dict) -> dict:
     data = json.loads(path.read_text()) if path.is_file() else {"bundles": []}
     if not isinstance(data.get("bundles"), list):
         raise ValueError(f"{path} is not a bundle index (expected a top-level 'bundles' list).")
-    data["bundles"] = [e for e in data["bundles"] if (e.get("name"), e.get("version")) != (entry["name"], entry["version"])]
+    release = (entry["name"], entry["version"])
+    data["bundles"] = [e for e in data["bundles"] if (e.get("name"), e.get("version")) != release]
     data["bundles"].append(entry)
     data["bundles"].sort(key=lambda e: (e["name"], [int(p) for p in str(e["version"]).split(".") if p.isdigit()]))
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -17,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from e2enet_monai.benchmarks.process import run_in_fresh_process
+from e2enet_monai.benchmarks.report import write_report
 from e2enet_monai.networks.nets.baselines import build_network
 from e2enet_monai.sparse import KernelMasks
 
@@ -120,19 +121,9 @@ def cpu_latency_and_memory(
     process so that models do not share allocator state. Weights are dense: PyTorch has no sparse 3D conv, so a
     masked model runs at the dense latency.
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
     spec = {"network": network, "in_channels": in_channels, "out_channels": out_channels,
             "spatial_shape": list(spatial_shape), "runs": runs, "threads": threads}
-    proc = ctx.Process(target=_latency_worker, args=(spec, queue))
-    proc.start()
-    proc.join()  # the result is a few bytes, so the child never blocks on a full queue
-    if queue.empty():
-        raise RuntimeError(f"latency measurement of {network} died (exit code {proc.exitcode}) without a result.")
-    result = queue.get()
-    if "error" in result:
-        raise RuntimeError(f"latency measurement of {network} at {tuple(spatial_shape)} failed: {result['error']}")
-    return result
+    return run_in_fresh_process(_latency_worker, spec, f"latency measurement of {network} at {tuple(spatial_shape)}")
 
 
 def load_checkpoint_masks(model: nn.Module, checkpoint: str | os.PathLike) -> KernelMasks:
@@ -214,19 +205,14 @@ def collect_model_stats(
 
 def write_stats_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, Path]:
     """Write ``model_stats.md`` (a Markdown table under ``header``) and ``model_stats.json``; return both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timed = any("latency_s" in r for r in rows)
     cols = ["network", "patch", "params (M)", "non-zero params (M)", "GFLOPs (true)", "GFLOPs (paper conv.)"]
     cols += ["CPU latency (s, median)", "peak memory (MiB)"] if timed else []
-    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cells = []
     for r in rows:
-        cells = [r["network"], r["patch"], f"{r['params_total'] / 1e6:.2f}", f"{r['params_nonzero'] / 1e6:.2f}",
-                 f"{r['gflops_true']:.1f}", f"{r['gflops_paper']:.1f}"]
+        row = [r["network"], r["patch"], f"{r['params_total'] / 1e6:.2f}", f"{r['params_nonzero'] / 1e6:.2f}",
+               f"{r['gflops_true']:.1f}", f"{r['gflops_paper']:.1f}"]
         if timed:
-            cells += [f"{r['latency_s']:.2f}", f"{r['peak_mib']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    md, js = out / "model_stats.md", out / "model_stats.json"
-    md.write_text("\n".join(lines) + "\n")
-    js.write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    return md, js
+            row += [f"{r['latency_s']:.2f}", f"{r['peak_mib']:.0f}"]
+        cells.append(row)
+    return write_report(out_dir, "model_stats", header, cols, cells, rows)

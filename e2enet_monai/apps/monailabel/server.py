@@ -10,12 +10,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from e2enet_monai.bundle.config_values import set_config_values
-from e2enet_monai.bundle.packaging import check_weights_fit_configs
+from e2enet_monai.apps.config_values import set_config_values
+from e2enet_monai.bundle.checks import check_weights_fit_configs
 
 __all__ = ["MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command", "setup_app"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # MONAI Label 0.8.5 does not import beside the CPU torch 2.13 (its torchvision fails); this set works together
 MONAILABEL_REQUIREMENTS = (
     ["torch==2.14.1", "torchvision==0.29.1", "monai==1.6.1", "monailabel==0.8.5"],
@@ -23,7 +22,10 @@ MONAILABEL_REQUIREMENTS = (
 )
 # set in the served copies' train.json: MONAI Label's training updates the model it serves
 SERVED_TRAIN_VALUES = {"overwrite": True}
-APP_PATCH = Path(__file__).with_name("monailabel_app") / "e2enet_infer.py"
+APP_PATCH = Path(__file__).with_name("app_files") / "e2enet_infer.py"
+# the app's own copy of this package (source files only), on the server's PYTHONPATH: the bundles' configs import
+# it, and MONAI Label's environment must not see the project environment's site-packages (another torch)
+APP_PYTHON = "e2enet_python"
 STOCK_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
 
 
@@ -99,6 +101,8 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
                            f"Label version is not supported (tested: 0.8.5).")
     main.write_text(text.replace(STOCK_IMPORT, "from lib.infers.e2enet_infer import BundleInferTask"))
     shutil.copy2(APP_PATCH, app / "lib/infers/e2enet_infer.py")
+    shutil.copytree(Path(__file__).resolve().parents[2], app / APP_PYTHON / "e2enet_monai",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for bundle in bundles:
         dest = app / "model" / Path(bundle).name
         shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("eval", "__pycache__"))
@@ -117,13 +121,14 @@ def server_command(app_dir: str | os.PathLike, studies: str | os.PathLike, model
                    venv: str | os.PathLike | None = None, host: str = "127.0.0.1") -> tuple[list[str], dict]:
     """
     Command line and environment that start the server offline: ``zoo_source github`` (use the local bundle
-    folders, no model-zoo listing), ``sam2 false``, and this repository on ``PYTHONPATH`` so the bundles' configs
-    can ``import e2enet_monai``.
+    folders, no model-zoo listing), ``sam2 false``, and the app's copy of this package (:func:`setup_app`) on
+    ``PYTHONPATH`` so the bundles' configs can ``import e2enet_monai``.
     """
     venv = Path(venv) if venv else default_venv()
     cmd = [str(venv / "bin/monailabel"), "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", host, "--port", str(port), "--conf", "models", ",".join(models),
            "--conf", "zoo_source", "github", "--conf", "sam2", "false"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(app_dir).resolve() / APP_PYTHON),
+                                                   os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     return cmd, env

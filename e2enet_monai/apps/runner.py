@@ -10,52 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["CPU_DEMO_OVERRIDES", "GLOBAL_CPU_OVERRIDES", "TOPK_CPU_OVERRIDES", "bundle_command", "read_dice_table",
-           "run_bundle"]
-
-# Settings for minutes-long CPU training on synthetic phantoms (the demo and the end-to-end tests): a small E2ENet
-# (4 levels 8-64, the same blocks and sparse DSFF mesh), small patches and AdamW, which converges in hundreds of
-# iterations where the paper's SGD recipe needs hundreds of thousands, and no mirroring (left/right organs are told
-# apart by context, which a short run does not learn under flips). Real training uses the bundle defaults.
-CPU_DEMO_OVERRIDES: dict[str, object] = {
-    "channels": [8, 16, 32, 64],
-    "strides": [1, 2, 2, 2],
-    "patch_size": [32, 48, 48],
-    "num_samples": 4,
-    "batch_size": 1,
-    "optimizer_name": "adamw",
-    "learning_rate": 0.02,
-    "epochs": 6,
-    "epoch_length": 100,
-    "val_interval": 6,
-    "sparse_update_frequency": 100,
-    "num_workers": 0,
-    "flip_prob": 0.0,
-}
-
-# top-k training on CPU: small global network, local network frozen from the sliding-window bundle
-TOPK_CPU_OVERRIDES = {
-    "global_channels": [8, 16, 32, 64],
-    "global_strides": [1, 2, 2, 2],
-    "canvas_size": [96, 160, 160],
-    "freeze_local": True,
-    "learning_rate": 0.003,
-    "epochs": 4,
-    "epoch_length": 50,
-    "val_interval": 4,
-    "num_samples": 1,
-}
-
-# the global network first, alone on whole shrunk volumes (train_global.json): what it sees in inference, at about
-# 1 s per volume on 2 cores; the top-k training then keeps it frozen and learns the scores and the fusion gate
-GLOBAL_CPU_OVERRIDES = {
-    "learning_rate": 0.003,
-    "aug_prob": 0.0,
-    "epochs": 12,
-    "epoch_length": 100,
-    "val_interval": 4,
-}
-
+__all__ = ["bundle_command", "read_dice_table", "run_bundle"]
 
 def bundle_command(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object] | None = None,
                    launcher: Sequence[str] | None = None) -> list[str]:

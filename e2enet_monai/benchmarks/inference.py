@@ -14,8 +14,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from e2enet_monai.bundle.demo import DEMO_DATASETS, REPO_BUNDLES
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES, run_bundle
+from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES
+from e2enet_monai.apps.runner import run_bundle
+from e2enet_monai.benchmarks.process import run_in_fresh_process
+from e2enet_monai.benchmarks.report import write_report
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.utils.io import atomic_write_bytes
 
@@ -62,7 +65,7 @@ def _worker(spec: dict, queue: mp.Queue) -> None:  # runs in a fresh process: cl
         from monai.bundle import ConfigParser
         from torch.utils.flop_counter import FlopCounterMode
 
-        from e2enet_monai.networks.blocks import CandidateGrid
+        from e2enet_monai.utils.patches import CandidateGrid
 
         torch.set_num_threads(spec["threads"])
         bundle = Path(spec["bundle"])
@@ -118,15 +121,7 @@ def _worker(spec: dict, queue: mp.Queue) -> None:  # runs in a fresh process: cl
 
 
 def _measure(spec: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(spec, queue))
-    proc.start()
-    result = queue.get()  # before join: the child exits only once the queue is drained
-    proc.join()
-    if "error" in result:
-        raise RuntimeError(f"inference benchmark of {spec['method']} failed: {result['error']}")
-    return result
+    return run_in_fresh_process(_worker, spec, f"inference benchmark of {spec['method']}")
 
 
 def _write_phantoms(work: Path, settings: dict) -> None:
@@ -201,7 +196,7 @@ def benchmark_inference(
     inference, mean Dice on the phantoms' own grid, patches refined, training minutes.
     """
     work = Path(workdir).resolve()
-    bundle = work / DEMO_DATASETS["btcv"][0]
+    bundle = work / SHIPPED_BUNDLES["btcv"].folder
     base = {**CPU_DEMO_OVERRIDES, **SW_BENCHMARK_OVERRIDES, "dataset_dir": str(work / "data"),
             **(train_overrides or {})}
     topk = {**base, **TOPK_CPU_OVERRIDES, "local_checkpoint": str(bundle / "models/model.pt"), **(topk_overrides or {})}
@@ -217,11 +212,11 @@ def benchmark_inference(
         if differs:
             raise ValueError(f"{record} was trained on phantoms made with other settings ({', '.join(differs)}); "
                              f"run without reuse_training to start again, or pass the settings it records.")
-        shutil.copytree(REPO_BUNDLES / bundle.name / "configs", bundle / "configs", dirs_exist_ok=True)
+        shutil.copytree(bundles_dir() / bundle.name / "configs", bundle / "configs", dirs_exist_ok=True)
     else:
         if work.exists():
             shutil.rmtree(work)
-        shutil.copytree(REPO_BUNDLES / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        shutil.copytree(bundles_dir() / bundle.name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
         _write_phantoms(work, settings)
     settings = _train(work, bundle, settings, saved)
     atomic_write_bytes(record, (json.dumps(settings, indent=2) + "\n").encode())
@@ -274,20 +269,14 @@ def command_line(invert_labels: bool = True, reuse_training: bool = False, train
 
 def write_inference_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, ...]:
     """Write ``benchmark_inference.md`` (table), ``.json`` and, with matplotlib, ``.png`` (Dice and time vs K)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sw = rows[0]
-    lines = [header, "",
-             "| method | patches | pipeline s | speed-up | network s | GFLOPs | FLOPs vs SW | peak MiB | mean Dice |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['patches']} | {r['pipeline_s']:.1f} | "
-                     f"{sw['pipeline_s'] / r['pipeline_s']:.1f}x | {r['network_s']:.1f} | {r['gflops']:.0f} | "
-                     f"{r['gflops'] / sw['gflops']:.1%} | {r['peak_mib']:.0f} | {r['dice']:.3f} |")
-    md = out / "benchmark_inference.md"
-    md.write_text("\n".join(lines) + "\n")
-    js = out / "benchmark_inference.json"
-    js.write_text(json.dumps(rows, indent=2) + "\n")
+    cols = ["method", "patches", "pipeline s", "speed-up", "network s", "GFLOPs", "FLOPs vs SW", "peak MiB",
+            "mean Dice"]
+    cells = [[r["method"], str(r["patches"]), f"{r['pipeline_s']:.1f}", f"{sw['pipeline_s'] / r['pipeline_s']:.1f}x",
+              f"{r['network_s']:.1f}", f"{r['gflops']:.0f}", f"{r['gflops'] / sw['gflops']:.1%}",
+              f"{r['peak_mib']:.0f}", f"{r['dice']:.3f}"] for r in rows]
+    md, js = write_report(out_dir, "benchmark_inference", header, cols, cells, rows, align_right=True)
+    out = Path(out_dir)
     written = [md, js]
     try:
         import matplotlib

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.engines import Workflow
 from monai.engines.utils import IterationEvents
 
+from e2enet_monai.networks.utils import unwrap_parallel
 from e2enet_monai.sparse.dynamic import DynamicSparsity
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["SparseTrainingHandler"]
 
@@ -50,18 +55,19 @@ class SparseTrainingHandler:
         mask_gradients: bool = False,
         seed: int = 0,
         enabled: bool = True,
-        summary_writer=None,
+        summary_writer: SummaryWriter | None = None,
         name: str = "SparseTraining",
     ) -> None:
         self.enabled = enabled
         self.logger = logging.getLogger(name)
         self.summary_writer = summary_writer
         self._total_given = total_iterations is not None
-        model = network.module if hasattr(network, "module") else network
         # validated and masked now, so a wrong setting fails at start-up, not after an hour of training
         self.sparsity = (
-            DynamicSparsity(model, density, distribution, parameters, growth, death_rate, final_death_rate,
-                            update_frequency, total_iterations, mask_gradients, seed)
+            DynamicSparsity(unwrap_parallel(network), density=density, distribution=distribution,
+                            parameters=parameters, growth=growth, death_rate=death_rate,
+                            final_death_rate=final_death_rate, update_frequency=update_frequency,
+                            total_iterations=total_iterations, mask_gradients=mask_gradients, seed=seed)
             if enabled
             else None
         )

@@ -9,13 +9,13 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
-from e2enet_monai.bundle.demo import DEMO_DATASETS, REPO_BUNDLES
-from e2enet_monai.bundle.runner import CPU_DEMO_OVERRIDES, read_dice_table, run_bundle
+from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, DEMO_SIZES
+from e2enet_monai.apps.runner import read_dice_table, run_bundle
+from e2enet_monai.benchmarks.model_stats import flop_counts, load_checkpoint_masks, parameter_counts
+from e2enet_monai.benchmarks.report import write_report
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.networks import E2ENet
-from e2enet_monai.utils.model_stats import flop_counts, load_checkpoint_masks, parameter_counts
 
 __all__ = ["benchmark_sparse_training", "write_sparse_report"]
 
@@ -28,7 +28,7 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     per run: mean Dice, non-zero parameters and FLOPs (measured from the saved checkpoint's masks, at the training
     patch size) and seconds per training iteration.
     """
-    bundle_name, kind, sizes, _ = DEMO_DATASETS[dataset]
+    bundle_name, kind, sizes = SHIPPED_BUNDLES[dataset].folder, SHIPPED_BUNDLES[dataset].dataset, DEMO_SIZES[dataset]
     work = Path(workdir)
     if work.exists():
         shutil.rmtree(work)
@@ -40,7 +40,7 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     rows = []
     for label, sparse in (("dense", False), ("sparse 0.2", True)):
         bundle = work / label.replace(" ", "_") / bundle_name
-        shutil.copytree(REPO_BUNDLES / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        shutil.copytree(bundles_dir() / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
         run = {**base, "sparse_training": sparse}
         start = time.perf_counter()
         run_bundle(bundle, ["train.json"], run, log_file=bundle.parent / "train.log")
@@ -72,14 +72,7 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
 
 def write_sparse_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, Path]:
     """``benchmark_sparse.md`` (table) and ``benchmark_sparse.json``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [header, "", "| run | mean Dice | mesh density | non-zero params | GFLOPs (true, per patch) | s / iteration |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['run']} | {r['mean_dice']:.3f} | {r['mesh_density']:.3f} | {r['params_nonzero']:,} "
-                     f"| {r['gflops_true']:.2f} | {r['seconds_per_iteration']:.3f} |")
-    md, js = out / "benchmark_sparse.md", out / "benchmark_sparse.json"
-    md.write_text("\n".join(lines) + "\n")
-    js.write_text(json.dumps({"header": header, "rows": rows, "torch": torch.__version__}, indent=2) + "\n")
-    return md, js
+    cols = ["run", "mean Dice", "mesh density", "non-zero params", "GFLOPs (true, per patch)", "s / iteration"]
+    cells = [[r["run"], f"{r['mean_dice']:.3f}", f"{r['mesh_density']:.3f}", f"{r['params_nonzero']:,}",
+              f"{r['gflops_true']:.2f}", f"{r['seconds_per_iteration']:.3f}"] for r in rows]
+    return write_report(out_dir, "benchmark_sparse", header, cols, cells, rows)

@@ -11,6 +11,9 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES
+from e2enet_monai.data import prepare_dataset, write_synthetic
+
 __all__ = ["OUR_SCHEMA", "REQUIRED_FILES", "check_changelog", "check_export", "check_layout", "check_metadata",
            "check_net_in_out", "check_properties", "verify_bundle"]
 
@@ -21,6 +24,12 @@ REQUIRED_FILES = (
     "configs/inference_topk.json", "configs/train_topk.json", "configs/train_global.json",
     "docs/README.md", "docs/data_license.txt",
 )
+# the smallest phantom set each raw layout splits into 5 folds (write_synthetic keyword arguments)
+PROPERTY_PHANTOMS = {
+    "btcv": {"num_train": 5, "num_test": 1},
+    "amos": {"num_train": 5, "num_val": 0, "num_test": 1},
+    "brats2021": {"num_cases": 5},
+}
 
 
 def check_layout(bundle: str | os.PathLike) -> None:
@@ -90,17 +99,13 @@ def check_properties(bundle: str | os.PathLike) -> None:
     top-k) on a tiny phantom dataset in the bundle's raw layout (as the Model Zoo's unit tests do), and for the
     inference workflows with no data at all (as the Model Zoo's CI does): no required id missing.
     """
-    from e2enet_monai.bundle.demo import DEMO_DATASETS
-    from e2enet_monai.data import prepare_dataset, write_synthetic
-
     b = Path(bundle)
-    kinds = {name: (kind, sizes) for name, kind, sizes, _ in DEMO_DATASETS.values()}
+    kinds = {info.folder: info.dataset for info in SHIPPED_BUNDLES.values()}
     if b.name not in kinds:
         raise ValueError(f"no phantom layout is known for bundle {b.name}; expected one of {sorted(kinds)}.")
-    kind, sizes = kinds[b.name]
+    kind = kinds[b.name]
     data = Path(tempfile.mkdtemp(prefix="props_"))
-    small = {k: min(v, 5) if k in ("num_train", "num_cases") else min(v, 1) for k, v in sizes.items()}
-    write_synthetic(kind, data, shape=(32, 32, 16), **small)
+    write_synthetic(kind, data, shape=(32, 32, 16), **PROPERTY_PHANTOMS[kind])
     prepare_dataset(kind, data, data / "datalist.json")
     runs = (("train", ["train.json"], {"num_workers": 0}),
             ("inference", ["inference.json"], {"load_pretrain": False, "dataset_dir": "/nonexistent"}),

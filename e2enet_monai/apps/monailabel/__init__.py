@@ -1,0 +1,1 @@
+"""Set up and start a MONAI Label server (``monaibundle`` app) serving this project's bundles, offline."""

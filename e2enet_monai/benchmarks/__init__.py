@@ -1,0 +1,1 @@
+"""Benchmarks: model statistics, sparse vs dense training, sliding window vs top-k inference."""
