@@ -2,7 +2,7 @@
 Run as ``python tests/background_demos.py OUT NAME...`` by the test session (``conftest.py``): install this checkout
 without ``-e`` into a fresh virtual environment (a wheel; the dependencies come from the test environment through
 a ``.pth`` line, so nothing is downloaded), record where that environment finds the package and its bundles, then
-run ``e2enet-demo`` for every NAME at once from their own folders, one thread each, while the other tests run.
+run ``e2enet-demo`` for each NAME in turn from its own folder, while the other tests run.
 
 Writes ``OUT/installed.json`` (or ``OUT/install.failed``), and per NAME ``OUT/NAME/run`` (the demo's workdir),
 ``OUT/NAME.log`` and, when it ends, ``OUT/NAME.rc`` (its exit code).
@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,21 +51,14 @@ def main(out: str, *names: str) -> None:
         (out_dir / "install.failed").write_text(f"{type(e).__name__}: {e}\n{getattr(e, 'stderr', '') or ''}")
         raise
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{env.get('PATH', '')}"})
-    procs = {}
-    for name in names:
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
+    for name in names:  # one after the other, each with the machine's threads, as a user runs them
         (out_dir / name).mkdir()
-        log = open(out_dir / f"{name}.log", "w")
         cmd = [str(bin_dir / "e2enet-demo"), "--dataset", name, "--workdir", str(out_dir / name / "run"),
                "--topk", str(name == "btcv")]
-        procs[name] = (subprocess.Popen(cmd, cwd=out_dir / name, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    while procs:  # each demo's exit code as soon as it ends
-        for name, (proc, log) in list(procs.items()):
-            if proc.poll() is not None:
-                log.close()
-                (out_dir / f"{name}.rc").write_text(str(proc.returncode))
-                del procs[name]
-        time.sleep(1)
+        with open(out_dir / f"{name}.log", "w") as log:
+            rc = subprocess.run(cmd, cwd=out_dir / name, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        (out_dir / f"{name}.rc").write_text(str(rc))
 
 
 if __name__ == "__main__":

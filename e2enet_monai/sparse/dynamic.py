@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from e2enet_monai.sparse.density import DENSITY_MODES
 from e2enet_monai.sparse.masks import KernelMasks
 
 __all__ = ["GROWTH_MODES", "DynamicSparsity", "cosine_death_rate"]
@@ -63,10 +62,7 @@ class DynamicSparsity:
         mask_gradients: bool = False,
         seed: int = 0,
     ) -> None:
-        if not 0.0 < density <= 1.0:
-            raise ValueError(f"sparse training density must be in (0, 1], got {density}.")
-        if distribution not in DENSITY_MODES:
-            raise ValueError(f"density distribution must be one of {DENSITY_MODES}, got {distribution!r}.")
+        # density and distribution are checked by kernel_densities, through KernelMasks.random below
         if growth not in GROWTH_MODES:
             raise ValueError(f"growth mode must be one of {GROWTH_MODES}, got {growth!r}.")
         if not 0.0 <= final_death_rate <= death_rate < 1.0:
