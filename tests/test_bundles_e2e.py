@@ -362,3 +362,10 @@ def test_inference_topk_runs_for_every_bundle_on_the_input_grid(name, tmp_path):
         img, out_img = nib.load(first), nib.load(str(seg))
         assert out_img.shape == img.shape[:3] and np.allclose(out_img.affine, img.affine, atol=1e-4)
         assert out_img.get_data_dtype() == np.uint8
+    if name == "btcv":  # --topk_k 0, as the docs write it: the global network alone, same output grid
+        fast = tmp_path / "out_k0"
+        run_bundle(bundle, ["inference.json", "inference_topk.json"],
+                   {**net, "datalist": inputs, "output_dir": str(fast), "topk_k": 0})
+        for seg in segs:
+            k0 = nib.load(str(fast / seg.relative_to(out)))
+            assert k0.shape == nib.load(str(seg)).shape and np.allclose(k0.affine, nib.load(str(seg)).affine)

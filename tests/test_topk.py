@@ -192,3 +192,20 @@ def test_training_input_smaller_than_patch_is_a_clear_error():
     model = make_model().train()
     with pytest.raises(ValueError, match="at least roi_size"):
         model(torch.rand(1, 1, 8, 32, 32))
+
+
+def test_k_zero_is_the_global_network_alone():
+    """K = 0: no local-network call, the output is the coarse prediction upsampled to the input (cropped back)."""
+    model = make_model().eval()
+    calls = []
+    model.local_net.register_forward_hook(lambda m, args, out: calls.append(1))
+    x = torch.rand(1, 1, 37, 40, 29)
+    inferer = TopKPatchInferer(k=0)
+    out = inferer(x, model)
+    assert not calls and inferer.last_selection[0][0] == []
+    with torch.no_grad():
+        coarse, _ = model.global_forward(x)
+    expected = upsample_region(coarse, (0, 0, 0), x.shape[2:], model.downsample)
+    assert out.shape == (1, C, 37, 40, 29) and torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        TopKPatchInferer(k=-1)

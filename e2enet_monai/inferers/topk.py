@@ -81,7 +81,8 @@ def topk_patch_inference(
     Args:
         inputs: ``(B, C_in, *S)``, any ``S``.
         network: a :class:`TopKPatchModel`, e.g. :class:`~e2enet_monai.networks.NMSWNet`.
-        k: patches per volume (clipped to the number of candidates); ``None``: the model's ``k``.
+        k: patches per volume (clipped to the number of candidates); ``None``: the model's ``k``. ``0``: no patch,
+            the global network alone (its coarse prediction upsampled): the fastest setting.
         mode: ``"topk"`` (deterministic: the K highest scores) or ``"sample"`` (Gumbel top-k sampling, seeded).
         seed: seed of ``"sample"`` mode (each call restarts it, so repeated calls agree).
         mass: optional adaptive K: per volume the smallest K whose selection probabilities sum to ``mass``,
@@ -101,8 +102,8 @@ def topk_patch_inference(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     k = network.k if k is None else int(k)
-    if k < 1 or int(patch_batch_size) < 1:
-        raise ValueError(f"k and patch_batch_size must be >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
+    if k < 0 or int(patch_batch_size) < 1:
+        raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
     roi = tuple(int(r) for r in network.roi_size)
     if inputs.dim() != 2 + len(roi):
         raise ValueError(f"inputs must be (B, C, {', '.join(['S'] * len(roi))}) for roi_size {roi}, got shape "
@@ -114,7 +115,11 @@ def topk_patch_inference(
 
     coarse, feature = network.global_forward(x)
     grid = CandidateGrid.build(size, roi, network.overlap)
-    selection = _select(network.candidate_scores(coarse, feature, grid).float(), k, mode, seed, mass, k_min, k_max)
+    if k == 0 and mass is None:
+        selection: list[list[int]] = [[] for _ in range(x.shape[0])]
+    else:
+        scores = network.candidate_scores(coarse, feature, grid).float()
+        selection = _select(scores, k, mode, seed, mass, k_min, k_max)
 
     blend = PatchAccumulator(x.shape[0], coarse.shape[1], size, network.importance_map(x.device, torch.float32))
     jobs = [(b, grid.origin(i)) for b, sel in enumerate(selection) for i in sel]
@@ -146,7 +151,7 @@ class TopKPatchInferer(Inferer):
     ``SlidingWindowInferer(roi_size, overlap=overlap, mode="gaussian")`` on the local network.
 
     Args:
-        k: patches per volume; ``None``: the model's ``k``.
+        k: patches per volume; ``None``: the model's ``k``; ``0``: the global network alone.
         mode, seed, mass, k_min, k_max, patch_batch_size, progress: as :func:`topk_patch_inference`.
 
     After each call, ``last_selection`` holds, per batch item, the chosen candidate indices and the grid.
@@ -166,8 +171,9 @@ class TopKPatchInferer(Inferer):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if (k is not None and int(k) < 1) or int(patch_batch_size) < 1:
-            raise ValueError(f"k and patch_batch_size must be >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
+        if (k is not None and int(k) < 0) or int(patch_batch_size) < 1:
+            raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, "
+                             f"patch_batch_size={patch_batch_size}.")
         self.k = None if k is None else int(k)
         self.mode = mode
         self.seed = int(seed)

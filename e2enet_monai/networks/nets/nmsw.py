@@ -73,7 +73,7 @@ class NMSWNet(nn.Module):
         num_classes: output channels of both networks.
         roi_size: patch size of the local network.
         overlap: candidate-grid overlap (as sliding window).
-        k: patches refined per volume.
+        k: patches refined per volume; 0 (the global network alone) is an inference setting only.
         downsample: shrink factor of the global input.
         global_divisor: what each axis of the global input must be divisible by (e.g. E2ENet's ``divisor``);
             the full-resolution input is zero-padded at the end to a multiple of ``downsample * global_divisor``.
@@ -116,8 +116,8 @@ class NMSWNet(nn.Module):
         super().__init__()
         if fusion not in PATCH_FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(PATCH_FUSIONS)}, got {fusion!r}.")
-        if int(downsample) < 1 or int(k) < 1:
-            raise ValueError(f"downsample and k must be >= 1, got downsample={downsample}, k={k}.")
+        if int(downsample) < 1 or int(k) < 0:
+            raise ValueError(f"downsample must be >= 1 and k >= 0, got downsample={downsample}, k={k}.")
         if feature_layer is not None and feature_channels is None:
             raise ValueError(f"feature_layer={feature_layer!r} needs feature_channels (its channel count).")
         self.global_net = global_net
@@ -211,6 +211,9 @@ class NMSWNet(nn.Module):
             raise ValueError(f"input spatial shape {spatial} must be at least roi_size {self.roi_size} on every "
                              f"axis (pad it, e.g. with MONAI's SpatialPadd; whole volumes of any size go through "
                              f"e2enet_monai.inferers.TopKPatchInferer).")
+        if self.k == 0:
+            raise ValueError("k=0 refines no patch, so the forward pass has nothing to train or blend; k=0 is for "
+                             "inference (TopKPatchInferer), train with k >= 1.")
         coarse, feature = self.global_forward(image)
         grid = CandidateGrid.build(spatial, self.roi_size, self.overlap)
         scores = self.candidate_scores(coarse, feature, grid)
