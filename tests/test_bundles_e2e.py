@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from installed import install, run_demo
 from monai.bundle import ConfigParser
 
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, TOPK_CPU_OVERRIDES
@@ -25,23 +26,33 @@ NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
 
 
 @pytest.fixture(scope="session")
-def demo(installed_demos):
-    """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of a non-editable
-    install, from another folder (``conftest.py``): (workdir, bundle folder, Dice on the held-out phantoms)."""
+def installed(tmp_path_factory):
+    """This checkout installed without ``-e`` into a fresh environment (``installed.py``): (folder, its bin/)."""
+    out = tmp_path_factory.mktemp("installed")
+    return out, install(out)
+
+
+@pytest.fixture(scope="session")
+def demo(installed, tmp_path_factory):
+    """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of the
+    non-editable install, started in another folder: (workdir, bundle folder, Dice on the held-out phantoms)."""
+    cache = {}
 
     def get(name):
-        work = installed_demos(name) / name / "run"
-        bundle = work / SHIPPED_BUNDLES[name].folder
-        meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
-        return work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"])
+        if name not in cache:
+            work = run_demo(installed[1], name, tmp_path_factory.mktemp(f"demo_{name}") / "cwd")
+            bundle = work / SHIPPED_BUNDLES[name].folder
+            meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
+            cache[name] = (work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"]))
+        return cache[name]
 
     return get
 
 
-def test_non_editable_install_finds_its_own_package_and_bundles(demo, installed_demos):
+def test_non_editable_install_finds_its_own_package_and_bundles(installed, demo):
     """``pip install .`` (a wheel, not ``-e``) in a fresh environment: the package and the bundles it runs come
     from that environment, not from this checkout, and ``e2enet-demo`` ran the whole journey from another folder."""
-    where = json.loads((installed_demos("btcv") / "installed.json").read_text())
+    where = json.loads((installed[0] / "installed.json").read_text())
     checkout = Path(__file__).resolve().parents[1]
     assert not Path(where["package"]).is_relative_to(checkout) and "site-packages" in where["package"]
     assert Path(where["bundles"]).parts[-3:] == ("share", "e2enet-monai", "bundles")
@@ -49,7 +60,7 @@ def test_non_editable_install_finds_its_own_package_and_bundles(demo, installed_
     import e2enet_monai
 
     assert where["version"] == e2enet_monai.__version__
-    work, bundle, table = demo("btcv")
+    work, bundle, _ = demo("btcv")
     assert (bundle / "models/model.pt").is_file() and (bundle / "models/model_topk.pt").is_file()
     assert sorted(p.name for p in (work / "segmentations").iterdir()) == ["img0061", "img0062"]
 

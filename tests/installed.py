@@ -1,11 +1,7 @@
 """
-Run as ``python tests/background_demos.py OUT NAME...`` by the test session (``conftest.py``): install this checkout
-without ``-e`` into a fresh virtual environment (a wheel; the dependencies come from the test environment through
-a ``.pth`` line, so nothing is downloaded), record where that environment finds the package and its bundles, then
-run ``e2enet-demo`` for each NAME in turn from its own folder, while the other tests run.
-
-Writes ``OUT/installed.json`` (or ``OUT/install.failed``), and per NAME ``OUT/NAME/run`` (the demo's workdir),
-``OUT/NAME.log`` and, when it ends, ``OUT/NAME.rc`` (its exit code).
+A non-editable install of this checkout for the tests: a wheel installed into a fresh virtual environment whose
+dependencies come from the test environment through a ``.pth`` line (nothing is downloaded), and ``e2enet-demo``
+of that environment run from another folder. Used by the ``demo`` fixture of ``test_bundles_e2e.py``.
 """
 
 import json
@@ -22,7 +18,10 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "_
 
 
 def install(out: Path) -> Path:
-    """The fresh environment's ``bin`` folder, with this checkout installed from a wheel (not editable)."""
+    """
+    Install this checkout from a wheel (not editable) into ``out/venv``; return its ``bin`` folder. Writes
+    ``out/installed.json``: where that environment finds the package and its bundles, and its version.
+    """
     src, wheels, venv = out / "src", out / "wheels", out / "venv"
     shutil.copytree(ROOT, src, ignore=SKIP)  # the build writes build/ and *.egg-info next to the sources
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -43,23 +42,17 @@ def install(out: Path) -> Path:
     return venv / "bin"
 
 
-def main(out: str, *names: str) -> None:
-    out_dir = Path(out)
-    try:
-        bin_dir = install(out_dir)
-    except Exception as e:  # the demo fixture reports it
-        (out_dir / "install.failed").write_text(f"{type(e).__name__}: {e}\n{getattr(e, 'stderr', '') or ''}")
-        raise
+def run_demo(bin_dir: Path, name: str, folder: Path) -> Path:
+    """``e2enet-demo --dataset NAME`` of the installed environment, started in ``folder`` (BTCV's with its top-k
+    model); return its workdir. Raises with the log's tail when it fails."""
+    folder.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
-    for name in names:  # one after the other, each with the machine's threads, as a user runs them
-        (out_dir / name).mkdir()
-        cmd = [str(bin_dir / "e2enet-demo"), "--dataset", name, "--workdir", str(out_dir / name / "run"),
-               "--topk", str(name == "btcv")]
-        with open(out_dir / f"{name}.log", "w") as log:
-            rc = subprocess.run(cmd, cwd=out_dir / name, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        (out_dir / f"{name}.rc").write_text(str(rc))
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [str(bin_dir / "e2enet-demo"), "--dataset", name, "--workdir", str(folder / "run"),
+           "--topk", str(name == "btcv")]
+    log = folder / "demo.log"
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, cwd=folder, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{log.read_text()[-4000:]}")
+    return folder / "run"
