@@ -10,7 +10,7 @@ from monai.inferers import Inferer
 
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
-from e2enet_monai.utils.patches import CandidateGrid, upsample_region
+from e2enet_monai.utils.patches import CandidateGrid, box_slices, upsample_region
 
 __all__ = ["MODES", "TopKPatchInferer", "TopKPatchModel", "topk_patch_inference"]
 
@@ -40,6 +40,13 @@ class TopKPatchModel(Protocol):
 
     def importance_map(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Blending weights ``(*roi)``."""
+
+
+def _check_settings(k: int | None, mode: str, patch_batch_size: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if (k is not None and int(k) < 0) or int(patch_batch_size) < 1:
+        raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
 
 
 def _select(scores: torch.Tensor, k: int, mode: str, seed: int, mass: float | None, k_min: int,
@@ -99,11 +106,8 @@ def topk_patch_inference(
         raise TypeError(f"top-k patch inference needs a top-k patch network (e.g. NMSWNet: global_forward, "
                         f"candidate_scores, local_forward, fuse, importance_map), got {type(network).__name__}; use "
                         f"SlidingWindowInferer for a plain segmenter.")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    _check_settings(k, mode, patch_batch_size)
     k = network.k if k is None else int(k)
-    if k < 0 or int(patch_batch_size) < 1:
-        raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
     roi = tuple(int(r) for r in network.roi_size)
     if inputs.dim() != 2 + len(roi):
         raise ValueError(f"inputs must be (B, C, {', '.join(['S'] * len(roi))}) for roi_size {roi}, got shape "
@@ -129,8 +133,7 @@ def topk_patch_inference(
 
         batches = tqdm(batches, desc="top-k patches")
     for batch in batches:
-        local = network.local_forward(torch.cat([x[(slice(b, b + 1), slice(None), *(slice(o, o + r) for o, r in
-                                                                                      zip(org, roi)))]
+        local = network.local_forward(torch.cat([x[(slice(b, b + 1), slice(None), *box_slices(org, roi))]
                                                  for b, org in batch]))
         coarse_boxes = torch.cat([upsample_region(coarse[b : b + 1], org, roi, network.downsample)
                                   for b, org in batch])
@@ -169,11 +172,7 @@ class TopKPatchInferer(Inferer):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if (k is not None and int(k) < 0) or int(patch_batch_size) < 1:
-            raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, "
-                             f"patch_batch_size={patch_batch_size}.")
+        _check_settings(k, mode, patch_batch_size)  # at construction: a bad config fails before any inference
         self.k = None if k is None else int(k)
         self.mode = mode
         self.seed = int(seed)

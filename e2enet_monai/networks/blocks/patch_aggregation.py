@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from e2enet_monai.utils.patches import upsample_region
+from e2enet_monai.utils.patches import box_slices, upsample_region
 
 __all__ = ["PatchAccumulator"]
 
@@ -39,7 +39,7 @@ class PatchAccumulator:
     def add(self, patches: torch.Tensor, boxes: Sequence[tuple[int, Sequence[int]]]) -> None:
         """Add patch ``j`` of ``patches`` ``(n, C, *roi)`` at ``boxes[j]`` = (batch index, origin)."""
         for patch, (b, origin) in zip(patches, boxes):
-            region = (b, slice(None), *(slice(o, o + r) for o, r in zip(origin, self.roi_size)))
+            region = (b, slice(None), *box_slices(origin, self.roi_size))
             self.total[region] += self.weight_map * patch.to(self.total.dtype)
             self.count[region] += self.weight_map
 
