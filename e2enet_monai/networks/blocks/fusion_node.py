@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from e2enet_monai.networks.blocks.shift_conv import ShiftConvBlock
+from e2enet_monai.networks.blocks.stride_transpose import StrideTransposeConv3d
 
 __all__ = ["FusionNode"]
 
@@ -18,11 +19,12 @@ class FusionNode(nn.Module):
 
     - ``same``: X(l, s-1), the previous node on the same level (``channels`` wide);
     - ``coarse``: X(l+1, s-1) brought up by a transposed convolution (kernel = stride = ``up_stride``, no bias,
-      ``coarse_channels -> channels``);
+      ``coarse_channels -> channels``; a :class:`StrideTransposeConv3d`);
     - ``fine`` (optional): X(l-1, s-1) brought down by max-pooling (kernel = stride = ``down_stride``);
 
     then fuses them with ``num_blocks`` :class:`ShiftConvBlock` (the first ``concat -> channels``, the others
-    ``channels -> channels``).
+    ``channels -> channels``). The concatenation is not materialised: the first block's depth shift copies each
+    input straight to its shifted place.
 
     Args:
         channels: channels C[l] of this level (and of the output).
@@ -51,7 +53,7 @@ class FusionNode(nn.Module):
         shift_groups: int = 5,
     ) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose3d(coarse_channels, channels, kernel_size=up_stride, stride=up_stride, bias=False)
+        self.up = StrideTransposeConv3d(coarse_channels, channels, up_stride, bias=False)
         self.down = nn.MaxPool3d(kernel_size=down_stride, stride=down_stride) if fine_channels > 0 else None
         width = 2 * channels + fine_channels
         self.fuse = nn.Sequential(
@@ -65,4 +67,7 @@ class FusionNode(nn.Module):
         inputs = [same, self.up(coarse)]
         if self.down is not None and fine is not None:
             inputs.append(self.down(fine))
-        return self.fuse(torch.cat(inputs, dim=1))
+        x = inputs[0]
+        for i, block in enumerate(self.fuse):
+            x = block.concat(inputs) if i == 0 else block(x)
+        return x

@@ -42,7 +42,8 @@ class ShiftConvBlock(nn.Module):
         super().__init__()
         if conv_mode not in CONV_MODES:
             raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {conv_mode!r}.")
-        self.shift = DepthShift(in_channels, shift_groups) if conv_mode == "shift" else nn.Identity()
+        # one group shifts nothing: the ablation modes keep the module (and its fused concatenation)
+        self.shift = DepthShift(in_channels, shift_groups if conv_mode == "shift" else 1)
         self.conv = Convolution(
             spatial_dims=3,
             in_channels=in_channels,
@@ -57,3 +58,12 @@ class ShiftConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.shift(x))
+
+    def concat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """
+        ``self(torch.cat(tensors, dim=1))``, the concatenation done by the depth shift's single copy.
+
+        Shape:
+            tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == in_channels`` -> as :meth:`forward`.
+        """
+        return self.conv(self.shift.concat(tensors))

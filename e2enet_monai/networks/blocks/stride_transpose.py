@@ -1,0 +1,52 @@
+"""A transposed convolution whose kernel equals its stride, computed as one matrix product and a 3D pixel shuffle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ["StrideTransposeConv3d"]
+
+
+class StrideTransposeConv3d(nn.ConvTranspose3d):
+    """
+    ``nn.ConvTranspose3d`` with ``kernel_size == stride`` (no padding, dilation or groups), the upsampling of
+    E2ENet's fusion mesh, with the same parameters and state-dict keys but a faster exact forward.
+
+    With kernel = stride the output blocks do not overlap: every input voxel is mapped by one linear map
+    ``C_in -> C_out * s_d * s_h * s_w`` and its result is laid out as an ``s_d x s_h x s_w`` block of the
+    output. That is one matrix product and one reordering copy, where PyTorch's CPU transposed convolution spends
+    about 19 % of an E2ENet forward on 1 % of its FLOPs. MONAI's ``pixelshuffle`` is not used because it takes a
+    single scale factor for all axes, and E2ENet levels may be strided anisotropically (e.g. ``(1, 2, 2)``).
+    Autograd, TorchScript and ONNX export go through the same few tensor ops.
+
+    Args:
+        in_channels: input channels C_in.
+        out_channels: output channels C_out.
+        stride: kernel size and stride, an int or one per spatial axis.
+        bias: add a learnable bias per output channel.
+
+    Shape:
+        ``(B, C_in, D, H, W)`` -> ``(B, C_out, D * s_d, H * s_h, W * s_w)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int] | int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=stride, stride=stride, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, c, d, h, w = x.shape
+        sd, sh, sw = self.stride
+        cout = self.out_channels
+        # (C_out * s_d * s_h * s_w, C_in) @ (C_in, D*H*W) per sample: row co*s + (i*s_h + j)*s_w + k is output
+        # voxel (co, d*s_d + i, h*s_h + j, w*s_w + k) of input voxel (d, h, w). bmm on the expanded weight, not
+        # matmul, which would fold the batch into the rows by copying the input and the result
+        rows = self.weight.reshape(c, cout * sd * sh * sw).t()
+        y = torch.bmm(rows.unsqueeze(0).expand(b, -1, -1), x.reshape(b, c, d * h * w))
+        y = y.view(b, cout, sd, sh, sw, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        y = y.reshape(b, cout, d * sd, h * sh, w * sw)
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.view(1, cout, 1, 1, 1)
+        return y

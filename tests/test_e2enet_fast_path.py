@@ -1,0 +1,118 @@
+"""
+E2ENet's fast execution (the transposed convolution as a matrix product and pixel shuffle, the depth shift and the
+fusion concatenation as one copy) against a reference written here with plain PyTorch ops: ``F.conv_transpose3d``,
+``torch.cat`` and a slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 round-off.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from e2enet_monai.networks import E2ENet
+from e2enet_monai.networks.blocks import DepthShift, FusionNode, ShiftConvBlock, StrideTransposeConv3d
+
+
+def reference_shift(x: torch.Tensor, shift: DepthShift) -> torch.Tensor:
+    """out[:, g, d] = x[:, g, d - s_g], zero filled, one group at a time."""
+    out = torch.zeros_like(x)
+    depth = x.shape[2]
+    for start, stop, s in zip(shift.starts, shift.stops, shift.shifts):
+        for d in range(depth):
+            if 0 <= d - s < depth:
+                out[:, start:stop, d] = x[:, start:stop, d - s]
+    return out if shift.shifts else x
+
+
+def reference_block(block: ShiftConvBlock, x: torch.Tensor) -> torch.Tensor:
+    conv = block.conv.conv
+    y = F.conv3d(reference_shift(x, block.shift), conv.weight, conv.bias, conv.stride, conv.padding)
+    norm = block.conv.adn.N
+    y = F.instance_norm(y, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    return F.leaky_relu(y, 0.01)
+
+
+def reference_node(node: FusionNode, same, coarse, fine):
+    up = F.conv_transpose3d(coarse, node.up.weight, stride=node.up.stride)
+    inputs = [same, up] + ([F.max_pool3d(fine, node.down.kernel_size, node.down.stride)] if node.down else [])
+    x = torch.cat(inputs, dim=1)
+    for block in node.fuse:
+        x = reference_block(block, x)
+    return x
+
+
+def reference_e2enet(net: E2ENet, x: torch.Tensor) -> list[torch.Tensor]:
+    prev = []
+    for level in net.encoder:
+        for block in level:
+            x = reference_block(block, x)
+        prev.append(x)
+    diagonal = []
+    for stage in net.mesh:
+        cur = [reference_node(node, prev[lev], prev[lev + 1], prev[lev - 1] if lev > 0 else None)
+               for lev, node in enumerate(stage)]
+        diagonal.append(cur[-1])
+        prev = cur
+    return [F.conv3d(diagonal[-1 - i], head.weight) for i, head in enumerate(net.heads)]
+
+
+def _weighted_sum(outputs: list[torch.Tensor]) -> torch.Tensor:
+    return sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outputs)
+
+
+CONFIGS = [
+    ({"channels": (8, 16, 32, 64), "strides": (1, 2, 2, 2)}, (2, 1, 16, 24, 24)),
+    ({"channels": (7, 13, 21), "strides": (1, (1, 2, 2), 2), "in_channels": 2}, (1, 2, 8, 16, 12)),  # odd, anisotropic
+    ({"channels": (6, 11, 9), "strides": (1, (2, 1, 2), (1, 2, 1)), "shift_groups": 3}, (1, 1, 4, 8, 6)),
+    ({"channels": (8, 16, 32), "strides": (1, 2, 2), "conv_mode": "plain2d"}, (1, 1, 8, 8, 8)),
+    ({"channels": (8, 16, 32), "strides": (1, 2, 2), "conv_mode": "conv3d"}, (1, 1, 8, 8, 8)),
+]
+
+
+@pytest.mark.parametrize("kwargs, shape", CONFIGS)
+def test_outputs_and_gradients_equal_the_reference(kwargs, shape):
+    torch.manual_seed(0)
+    net = E2ENet(out_channels=3, **{"in_channels": 1, **kwargs}).double().train()
+    x = torch.randn(*shape, dtype=torch.double, requires_grad=True)
+    fast, ref = net(x), reference_e2enet(net, x)
+    assert len(fast) == len(ref)
+    for a, b in zip(fast, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    params = [x, *net.parameters()]
+    grads_fast = torch.autograd.grad(_weighted_sum(fast), params, allow_unused=True, materialize_grads=True)
+    grads_ref = torch.autograd.grad(_weighted_sum(ref), params, allow_unused=True, materialize_grads=True)
+    scale = max(g.abs().max() for g in grads_ref)
+    for (name, _), a, b in zip([("input", x), *net.named_parameters()], grads_fast, grads_ref):
+        assert (a - b).abs().max() <= 1e-10 * scale, name
+
+
+def test_stride_transpose_equals_conv_transpose_with_bias_and_anisotropic_strides():
+    torch.manual_seed(0)
+    for stride in ((2, 2, 2), (1, 2, 2), (2, 1, 3)):
+        up = StrideTransposeConv3d(5, 3, stride, bias=True).double()
+        assert isinstance(up, torch.nn.ConvTranspose3d) and set(up.state_dict()) == {"weight", "bias"}
+        x = torch.randn(2, 5, 3, 4, 2, dtype=torch.double, requires_grad=True)
+        expected = F.conv_transpose3d(x, up.weight, up.bias, stride=stride)
+        assert torch.allclose(up(x), expected, rtol=1e-12, atol=1e-14)
+        assert torch.autograd.gradcheck(up, (x,))
+
+
+def test_fused_concat_equals_cat_then_shift_and_its_gradient_is_exact():
+    torch.manual_seed(0)
+    shift = DepthShift(12, 5)  # groups of 3 channels cut across the inputs' 5 | 4 | 3 boundaries
+    xs = [torch.randn(2, c, 4, 3, 3, dtype=torch.double, requires_grad=True) for c in (5, 4, 3)]
+    assert torch.equal(shift.concat(xs), reference_shift(torch.cat(xs, 1), shift))
+    assert torch.autograd.gradcheck(lambda *t: shift.concat(list(t)), xs)
+    with pytest.raises(ValueError, match=r"DepthShift\(12\) got 11 channels \(\[5, 4, 2\] concatenated\)"):
+        shift.concat([xs[0], xs[1], xs[2][:, :2]])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input checks read shapes as Python ints
+def test_torchscript_script_and_trace_take_the_slice_form_with_the_same_outputs():
+    torch.manual_seed(0)
+    net = E2ENet(in_channels=1, out_channels=3, channels=(7, 13, 21), strides=(1, (1, 2, 2), 2)).eval()
+    x = torch.randn(1, 1, 8, 16, 12)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x)  # what torch.onnx.export records
+        assert "ShiftConcat" not in str(traced.inlined_graph)
+        for compiled in (torch.jit.script(net), traced):
+            assert torch.allclose(compiled(x), net(x), rtol=1e-5, atol=1e-6)
