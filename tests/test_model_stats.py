@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sparse_pair():
+    torch.manual_seed(0)  # not the RNG state earlier tests leave: one of 18M random weights can be exactly 0
     net = E2ENet(3, 1, 16)
     return net, KernelMasks.random(net, 0.2, seed=0)
 

@@ -9,7 +9,7 @@ from e2enet_monai.benchmarks.speed import BASELINE, benchmark_speed, write_speed
 
 
 def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline(tmp_path):
-    nets = ["e2enet (dense)", "e2enet (kernel-sparse 0.2)", BASELINE]
+    nets = ["e2enet (dense)", "e2enet (kernel-sparse 0.2)", "e2enet (channel-sparse 0.2, compacted)", BASELINE]
     rows = benchmark_speed([(64, 32, 32)], threads=[1], repeats=3, networks=nets)
     assert [r["network"] for r in rows] == nets and all(r["threads"] == 1 and r["shape"] == [64, 32, 32] for r in rows)
     base = next(r for r in rows if r["network"] == BASELINE)
@@ -18,7 +18,7 @@ def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline(tmp_pa
         assert r["vs_baseline"] == pytest.approx(r["seconds"] / base["seconds"])
     written = write_speed_report(rows, tmp_path, "header line")
     md = written[0].read_text()
-    assert md.startswith("header line") and md.count("| 64x32x32 | 1 |") == 3 and "| 1.00x |" in md
+    assert md.startswith("header line") and md.count("| 64x32x32 | 1 |") == 4 and "| 1.00x |" in md
     assert json.loads(written[1].read_text())["rows"] == rows
     assert len(written) == 3 and written[2].stat().st_size > 0  # the plot (matplotlib is in the test extra)
 

@@ -38,7 +38,7 @@ class SparseTrainingHandler:
         summary_writer: optional TensorBoard writer for per-update scalars.
         name: logger name.
         density, distribution, parameters, growth, death_rate, final_death_rate, update_frequency,
-        total_iterations, mask_gradients, seed: see :class:`DynamicSparsity`.
+        total_iterations, mask_gradients, seed, structure: see :class:`DynamicSparsity`.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class SparseTrainingHandler:
         total_iterations: int | None = None,
         mask_gradients: bool = False,
         seed: int = 0,
+        structure: str = "kernel",
         enabled: bool = True,
         summary_writer: SummaryWriter | None = None,
         name: str = "SparseTraining",
@@ -67,7 +68,8 @@ class SparseTrainingHandler:
             DynamicSparsity(unwrap_parallel(network), density=density, distribution=distribution,
                             parameters=parameters, growth=growth, death_rate=death_rate,
                             final_death_rate=final_death_rate, update_frequency=update_frequency,
-                            total_iterations=total_iterations, mask_gradients=mask_gradients, seed=seed)
+                            total_iterations=total_iterations, mask_gradients=mask_gradients, seed=seed,
+                            structure=structure)
             if enabled
             else None
         )
@@ -93,7 +95,8 @@ class SparseTrainingHandler:
         self.logger.info(
             f"sparse training of {len(density)} tensors: {active}/{total} weights active ({active / total:.3f}), "
             f"iteration {self.sparsity.iteration}/{self.sparsity.total_iterations}, "
-            f"update every {self.sparsity.update_frequency}, growth {self.sparsity.growth}."
+            f"update every {self.sparsity.update_frequency}, growth {self.sparsity.growth}, structure "
+            f"{self.sparsity.structure}."
         )
 
     def _step(self, engine: Engine) -> None:
@@ -101,9 +104,10 @@ class SparseTrainingHandler:
         if stats is None:
             return
         densities = stats["density"]
+        unit = "kernels" if self.sparsity.structure == "kernel" else "input channels"
         self.logger.info(
             f"mask update at iteration {stats['iteration']}: death rate {stats['death_rate']:.4f}, "
-            f"pruned {stats['pruned']} and regrew {stats['regrown']} kernels; per-tensor density "
+            f"pruned {stats['pruned']} and regrew {stats['regrown']} {unit}; per-tensor density "
             f"min {min(densities.values()):.4f} max {max(densities.values()):.4f}."
         )
         if self.summary_writer is not None:

@@ -1,17 +1,31 @@
+from e2enet_monai.sparse.compact import compact_model, load_compact_checkpoint, save_compact_checkpoint
 from e2enet_monai.sparse.density import DENSITY_MODES, kernel_densities
 from e2enet_monai.sparse.dynamic import GROWTH_MODES, DynamicSparsity, cosine_death_rate
 from e2enet_monai.sparse.export import load_sparse_state_dict, save_sparse_state_dict
-from e2enet_monai.sparse.masks import KernelMasks, default_sparse_parameters, select_parameters
+from e2enet_monai.sparse.masks import (
+    STRUCTURES,
+    KernelMasks,
+    channel_mask,
+    default_sparse_parameters,
+    input_channel_axis,
+    select_parameters,
+)
 
 __all__ = [
     "DENSITY_MODES",
     "GROWTH_MODES",
+    "STRUCTURES",
     "DynamicSparsity",
     "KernelMasks",
+    "channel_mask",
+    "compact_model",
     "cosine_death_rate",
     "default_sparse_parameters",
+    "input_channel_axis",
     "kernel_densities",
+    "load_compact_checkpoint",
     "load_sparse_state_dict",
+    "save_compact_checkpoint",
     "save_sparse_state_dict",
     "select_parameters",
 ]

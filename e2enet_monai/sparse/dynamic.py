@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from e2enet_monai.sparse.masks import KernelMasks
+from e2enet_monai.sparse.masks import KernelMasks, channel_mask, input_channel_axis
 
 __all__ = ["GROWTH_MODES", "DynamicSparsity", "cosine_death_rate"]
 
@@ -46,6 +46,9 @@ class DynamicSparsity:
         total_iterations: length of training (for the schedule); may be set later (e.g. by the ignite handler).
         mask_gradients: also zero the gradients of inactive kernels before each step.
         seed: seed of the initial masks and of random regrowth; the same seed gives the same masks.
+        structure: ``"kernel"`` (the paper's: single kernels are pruned and regrown) or ``"channel"`` (whole input
+            channels of each tensor, scored by the L1 norm of all their kernels, so that
+            :func:`~e2enet_monai.sparse.compact_model` can turn the trained mesh into smaller dense convolutions).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class DynamicSparsity:
         total_iterations: int | None = None,
         mask_gradients: bool = False,
         seed: int = 0,
+        structure: str = "kernel",
     ) -> None:
         # density and distribution are checked by kernel_densities, through KernelMasks.random below
         if growth not in GROWTH_MODES:
@@ -81,7 +85,9 @@ class DynamicSparsity:
         self.update_frequency = update_frequency
         self.total_iterations = total_iterations
         self.mask_gradients = mask_gradients
-        self.masks = KernelMasks.random(model, density, distribution, parameters, seed=seed)
+        self.structure = structure
+        self.masks = KernelMasks.random(model, density, distribution, parameters, seed=seed, structure=structure)
+        self._axes = {name: input_channel_axis(model, name) for name in self.masks.masks}
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.iteration = 0
         self._grad_norms: dict[str, torch.Tensor] = {}
@@ -139,26 +145,28 @@ class DynamicSparsity:
         params = self.masks.parameters_of(self.model)
         pruned_total = 0
         for name, param in params.items():
-            mask = self.masks.masks[name].flatten()
+            shape = self.masks.masks[name].shape
+            mask = self._units(name, self.masks.masks[name])
             active = int(mask.sum())
             n = min(math.ceil(rate * active), active)
             if n == 0:
                 continue
-            norms = param.detach().abs().flatten(2).sum(dim=2).flatten().float().cpu()
+            norms = self._units(name, param.detach().abs().flatten(2).sum(dim=2).float().cpu())
             norms[~mask] = float("inf")
             prune = torch.topk(norms, n, largest=False).indices
             inactive_before = (~mask).nonzero().flatten()
             mask[prune] = False
-            # regrow among kernels that were inactive before this update (never the ones just pruned)
+            # regrow among units that were inactive before this update (never the ones just pruned)
             if self.growth == "random":
                 grow = inactive_before[torch.randperm(len(inactive_before), generator=self.generator)[:n]]
             else:
-                scores = grads[name].flatten()[inactive_before]
+                scores = self._units(name, grads[name])[inactive_before]
                 grow = inactive_before[torch.topk(scores, min(n, len(inactive_before))).indices]
-            if len(grow) < n:  # not enough inactive kernels (density near 1): re-activate the pruned ones
+            if len(grow) < n:  # not enough inactive units (density near 1): re-activate the pruned ones
                 grow = torch.cat([grow, prune[: n - len(grow)]])
             mask[grow] = True
-            self.masks.masks[name] = mask.view_as(self.masks.masks[name])
+            self.masks.masks[name] = (mask.view(shape) if self.structure == "kernel"
+                                      else channel_mask(mask, shape, self._axes[name]))
             pruned_total += n
         self.masks.apply(self.model)  # pruned kernels become 0, and regrown kernels start at 0
         return {
@@ -169,15 +177,27 @@ class DynamicSparsity:
             "density": self.masks.kernel_density(),
         }
 
+    def _units(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        """Per pruning unit of tensor ``name``, from per-kernel ``values`` ``(a, b)``: the kernels themselves
+        (flattened), or for ``"channel"`` structure one value per input channel (summed; a bool mask: any)."""
+        if self.structure == "kernel":
+            return values.flatten().clone()
+        other = 1 - self._axes[name]
+        return values.any(dim=other) if values.dtype == torch.bool else values.sum(dim=other)
+
     def state_dict(self) -> dict:
         return {
             "masks": self.masks.state_dict(),
             "iteration": self.iteration,
             "generator": self.generator.get_state(),
             "total_iterations": self.total_iterations,
+            "structure": self.structure,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("structure", "kernel") != self.structure:
+            raise ValueError(f"sparse state was trained with structure {state.get('structure', 'kernel')!r}, this "
+                             f"run uses {self.structure!r}; pass the same sparse structure to resume.")
         if set(state["masks"]) != set(self.masks.masks):
             raise ValueError(
                 f"sparse state masks {sorted(state['masks'])[:3]}... do not match this model's masked tensors "

@@ -10,7 +10,18 @@ import torch.nn as nn
 
 from e2enet_monai.sparse.density import kernel_densities
 
-__all__ = ["KernelMasks", "default_sparse_parameters", "select_parameters"]
+__all__ = ["STRUCTURES", "KernelMasks", "channel_mask", "default_sparse_parameters", "input_channel_axis",
+           "select_parameters"]
+
+# "kernel": any (output, input) kernel may be pruned alone (the paper's masks); "channel": whole input channels of a
+# weight are pruned or kept together, so a trained mesh can be compacted into smaller dense convolutions
+STRUCTURES = ("kernel", "channel")
+
+
+def input_channel_axis(model: nn.Module, name: str) -> int:
+    """The input-channel axis of weight ``name``: 0 for a transposed convolution ``(in, out, *k)``, else 1."""
+    module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    return 0 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 1
 
 
 def default_sparse_parameters(model: nn.Module) -> list[str]:
@@ -52,6 +63,12 @@ def select_parameters(model: nn.Module, patterns: Sequence[str] | None = None) -
     return selected
 
 
+def channel_mask(units: torch.Tensor, shape: Sequence[int], axis: int) -> torch.Tensor:
+    """A ``shape`` kernel mask that is ``units[i]`` for every kernel of input channel ``i`` along ``axis``."""
+    view = (1, -1) if axis == 1 else (-1, 1)
+    return units.view(*view).expand(int(shape[0]), int(shape[1])).clone()
+
+
 class KernelMasks:
     """
     One boolean mask bit per kernel (``weight[i, j]``, broadcast over the kernel's spatial dims) for each
@@ -73,10 +90,12 @@ class KernelMasks:
         distribution: str = "uniform",
         parameters: Sequence[str] | None = None,
         seed: int = 0,
+        structure: str = "kernel",
     ) -> KernelMasks:
         """
         Random masks keeping ``round(d_t * kernels_t)`` kernels of every selected tensor ``t`` (at least one),
-        ``d_t`` from :func:`kernel_densities`. The same seed gives the same masks.
+        ``d_t`` from :func:`kernel_densities`; with ``structure="channel"``, ``round(d_t * inputs_t)`` whole input
+        channels (see :func:`input_channel_axis`). The same seed gives the same masks.
 
         Args:
             model: the model whose parameters are masked.
@@ -84,7 +103,10 @@ class KernelMasks:
             distribution: ``"uniform"`` or ``"erk"``.
             parameters: regular expressions selecting the parameters (default: the model's mesh).
             seed: seed of the mask generator.
+            structure: ``"kernel"`` or ``"channel"`` (see :data:`STRUCTURES`).
         """
+        if structure not in STRUCTURES:
+            raise ValueError(f"sparse structure must be one of {STRUCTURES}, got {structure!r}.")
         names = select_parameters(model, parameters)
         params = dict(model.named_parameters())
         densities = kernel_densities({n: tuple(params[n].shape) for n in names}, density, distribution)
@@ -92,11 +114,19 @@ class KernelMasks:
         masks = {}
         for name in names:
             rows, cols = params[name].shape[:2]
-            total = rows * cols
-            keep = min(total, max(1, round(densities[name] * total)))
-            mask = torch.zeros(total, dtype=torch.bool)
-            mask[torch.randperm(total, generator=gen)[:keep]] = True
-            masks[name] = mask.view(rows, cols)
+            if structure == "kernel":
+                total = rows * cols
+                keep = min(total, max(1, round(densities[name] * total)))
+                mask = torch.zeros(total, dtype=torch.bool)
+                mask[torch.randperm(total, generator=gen)[:keep]] = True
+                masks[name] = mask.view(rows, cols)
+            else:
+                axis = input_channel_axis(model, name)
+                total = (rows, cols)[axis]
+                keep = min(total, max(1, round(densities[name] * total)))
+                units = torch.zeros(total, dtype=torch.bool)
+                units[torch.randperm(total, generator=gen)[:keep]] = True
+                masks[name] = channel_mask(units, (rows, cols), axis)
         return cls(masks)
 
     @staticmethod

@@ -1,6 +1,8 @@
 """Restricted depth-shift: a parameter-free channel-group shift along depth (the first spatial axis)."""
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -59,7 +61,9 @@ class _ShiftConcat(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple:
-        grads = [grad.new_empty(shape) for shape in ctx.shapes]
+        # every input channel gets its gradient written by the plan, unless some were not selected: those get zeros
+        covered = sum(stop - start for _, start, stop, _, _ in ctx.plan) == sum(shape[1] for shape in ctx.shapes)
+        grads = [grad.new_empty(shape) if covered else grad.new_zeros(shape) for shape in ctx.shapes]
         for index, src_start, src_stop, dst_start, shift in ctx.plan:
             # the adjoint of a shift by s is a shift by -s (the slices it dropped get zero gradient)
             _shift_depth(grads[index][:, src_start:src_stop], grad[:, dst_start : dst_start + src_stop - src_start],
@@ -78,18 +82,25 @@ class DepthShift(nn.Module):
     concatenating would copy every voxel two or three times; the backward pass is the same copy the other way.
     TorchScript (scripted or traced, as ONNX export traces) runs the equivalent slice-pad-concatenate form.
 
+    After :meth:`select` only the chosen channels are written (each still shifted as its group), so a
+    convolution whose other input channels are pruned reads a smaller tensor (see ``E2ENet.compact``); the inputs
+    may then also carry only some of the channels (``present``), e.g. an upsampling that computes only those read.
+
     Args:
         channels: number of input channels C.
         groups: number of channel groups G; shifts run from ``-(G // 2)`` to ``G - 1 - G // 2``.
             When ``channels < groups`` the module is the identity.
 
     Shape:
-        input ``(B, C, D, H, W)`` -> output ``(B, C, D, H, W)``.
+        input ``(B, C, D, H, W)`` -> output ``(B, C, D, H, W)``, or ``(B, len(keep), D, H, W)`` after
+        :meth:`select`.
     """
 
     starts: list[int]
     stops: list[int]
     shifts: list[int]
+    keep: Optional[list[int]]
+    present: Optional[list[int]]
 
     def __init__(self, channels: int, groups: int = 5) -> None:
         super().__init__()
@@ -99,6 +110,25 @@ class DepthShift(nn.Module):
         self.starts = [o[0] for o in offsets]
         self.stops = [o[1] for o in offsets]
         self.shifts = [o[2] for o in offsets]
+        self.keep = None
+        self.present = None
+
+    def select(self, keep: Sequence[int], present: Sequence[int] | None = None) -> None:
+        """
+        Write only channels ``keep`` (ascending, unique, in ``[0, channels)``), in that order. ``present``: the
+        channels the concatenated inputs carry, in order (default all ``channels``); it must hold every kept one.
+        """
+        keep = [int(c) for c in keep]
+        carried = list(range(self.channels)) if present is None else [int(c) for c in present]
+        for name, values in (("keep", keep), ("present", carried)):
+            if not values or values != sorted(set(values)) or values[0] < 0 or values[-1] >= self.channels:
+                raise ValueError(f"DepthShift({self.channels}).select needs ascending unique {name} channels in "
+                                 f"[0, {self.channels}), got {values[:8]}{' ...' if len(values) > 8 else ''}.")
+        missing = sorted(set(keep) - set(carried))
+        if missing:
+            raise ValueError(f"DepthShift({self.channels}).select: kept channels {missing[:8]} are not present.")
+        self.keep = keep
+        self.present = None if present is None else carried
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.concat([x])
@@ -111,29 +141,48 @@ class DepthShift(nn.Module):
             tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == channels`` -> ``(B, channels, D, H, W)``.
         """
         widths = [int(t.shape[1]) for t in tensors]
-        if sum(widths) != self.channels:
-            raise ValueError(f"DepthShift({self.channels}) got {sum(widths)} channels ({widths} concatenated).")
-        if len(self.shifts) == 0:
+        present = self.present
+        expected = self.channels if present is None else len(present)
+        if sum(widths) != expected:
+            raise ValueError(f"DepthShift({self.channels}) got {sum(widths)} channels ({widths} concatenated), "
+                             f"expected {expected}.")
+        keep = self.keep
+        if len(self.shifts) == 0 and keep is None:
             return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
         if torch.jit.is_scripting() or torch.jit.is_tracing():  # TorchScript and ONNX export: plain ops only
-            return self._shift_by_slices(torch.cat(tensors, dim=1))
+            x = torch.cat(tensors, dim=1)
+            if present is not None:  # back to the full channel layout, absent channels zero
+                full = x.new_zeros([x.shape[0], self.channels] + list(x.shape[2:]))
+                x = full.index_copy(1, torch.tensor(present, dtype=torch.long, device=x.device), x)
+            x = self._shift_by_slices(x) if len(self.shifts) > 0 else x
+            return x if keep is None else x[:, keep]
         return self._shift_by_copies(tensors, widths)
 
     @torch.jit.unused
     def _shift_by_copies(self, tensors: list[torch.Tensor], widths: list[int]) -> torch.Tensor:
-        return _ShiftConcat.apply(self._plan(widths), self.channels, *tensors)
+        plan = self._plan(widths)
+        return _ShiftConcat.apply(plan, sum(stop - start for _, start, stop, _, _ in plan), *tensors)
 
     def _plan(self, widths: list[int]) -> list[tuple[int, int, int, int, int]]:
         """``(tensor, first channel, stop channel, first output channel, shift)`` for every piece of the output:
-        each input tensor cut where a shift group starts or ends."""
-        plan = []
-        offset = 0
+        runs of consecutive written channels of one input tensor and one shift group."""
+        shift_of = [0] * self.channels
+        for start, stop, shift in zip(self.starts, self.stops, self.shifts):
+            shift_of[start:stop] = [shift] * (stop - start)
+        tensor_of, local = [], []
         for index, width in enumerate(widths):
-            for start, stop, shift in zip(self.starts, self.stops, self.shifts):
-                lo, hi = max(start, offset), min(stop, offset + width)
-                if lo < hi:
-                    plan.append((index, lo - offset, hi - offset, lo, shift))
-            offset += width
+            tensor_of += [index] * width
+            local += list(range(width))
+        position = {c: j for j, c in enumerate(range(self.channels) if self.present is None else self.present)}
+        plan: list[tuple[int, int, int, int, int]] = []
+        for out, channel in enumerate(range(self.channels) if self.keep is None else self.keep):
+            j = position[channel]
+            index, src, shift = tensor_of[j], local[j], shift_of[channel]
+            if plan and plan[-1][0] == index and plan[-1][2] == src and plan[-1][4] == shift:
+                last = plan[-1]
+                plan[-1] = (index, last[1], src + 1, last[3], shift)
+            else:
+                plan.append((index, src, src + 1, out, shift))
         return plan
 
     def _shift_by_slices(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,4 +196,5 @@ class DepthShift(nn.Module):
         return torch.cat(parts, dim=1)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, groups={self.groups}, shifts={self.shifts}"
+        kept = "" if self.keep is None else f", keep={len(self.keep)} of {self.channels}"
+        return f"channels={self.channels}, groups={self.groups}, shifts={self.shifts}{kept}"

@@ -1,8 +1,7 @@
 """One node of E2ENet's dynamic sparse feature fusion (DSFF) mesh."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -41,6 +40,8 @@ class FusionNode(nn.Module):
         ``fine``: ``(B, C[l-1], *S * down_stride)`` -> ``(B, C[l], *S)``.
     """
 
+    down_keep: Optional[list[int]]
+
     def __init__(
         self,
         channels: int,
@@ -53,7 +54,9 @@ class FusionNode(nn.Module):
         shift_groups: int = 5,
     ) -> None:
         super().__init__()
+        self.channels = channels
         self.up = StrideTransposeConv3d(coarse_channels, channels, up_stride, bias=False)
+        self.down_keep = None  # the pooled channels after compact()
         self.down = nn.MaxPool3d(kernel_size=down_stride, stride=down_stride) if fine_channels > 0 else None
         width = 2 * channels + fine_channels
         self.fuse = nn.Sequential(
@@ -63,10 +66,27 @@ class FusionNode(nn.Module):
             ]
         )
 
+    def compact(self, keep: Sequence[int]) -> None:
+        """
+        Drop the first fusion block's input channels but ``keep`` (ascending, over ``same | up | down``; see
+        :meth:`ShiftConvBlock.compact`), and compute only the upsampled and pooled channels that are kept.
+        """
+        keep = [int(c) for c in keep]
+        c, width = self.channels, self.fuse[0].shift.channels
+        up = [k - c for k in keep if c <= k < 2 * c] or [0]  # the upsampling needs one output; it is not read
+        down = [k - 2 * c for k in keep if k >= 2 * c]
+        if self.down is not None:
+            down = down or [0]
+            self.down_keep = down
+        self.up.select_outputs(up)
+        present = list(range(c)) + [c + k for k in up] + [2 * c + k for k in (down if self.down is not None else [])]
+        self.fuse[0].compact(keep, present if len(present) < width else None)
+
     def forward(self, same: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
         inputs = [same, self.up(coarse)]
         if self.down is not None and fine is not None:
-            inputs.append(self.down(fine))
+            down_keep = self.down_keep
+            inputs.append(self.down(fine if down_keep is None else fine[:, down_keep]))
         x = inputs[0]
         for i, block in enumerate(self.fuse):
             x = block.concat(inputs) if i == 0 else block(x)

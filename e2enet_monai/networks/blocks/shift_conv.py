@@ -59,6 +59,24 @@ class ShiftConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.shift(x))
 
+    @torch.no_grad()
+    def compact(self, keep: Sequence[int], present: Sequence[int] | None = None) -> None:
+        """
+        Drop every input channel but ``keep`` (ascending): the depth shift writes only those and the convolution
+        keeps only their weights, so the output is unchanged when the dropped channels' weights are all zero (a
+        channel-pruned sparse mesh) and the convolution costs ``len(keep) / in_channels`` of its FLOPs.
+        ``present``: the input channels :meth:`concat` will be given (default all), see ``DepthShift.select``.
+        """
+        self.shift.select(keep, present)
+        old = self.conv.conv
+        index = torch.as_tensor(list(keep), dtype=torch.long, device=old.weight.device)
+        new = nn.Conv3d(len(index), old.out_channels, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
+                        bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+        new.weight.copy_(old.weight.index_select(1, index))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+        self.conv.conv = new
+
     def concat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """
         ``self(torch.cat(tensors, dim=1))``, the concatenation done by the depth shift's single copy.

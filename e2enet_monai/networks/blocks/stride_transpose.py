@@ -35,6 +35,19 @@ class StrideTransposeConv3d(nn.ConvTranspose3d):
     def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int] | int, bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size=stride, stride=stride, bias=bias)
 
+    @torch.no_grad()
+    def select_outputs(self, channels: Sequence[int]) -> None:
+        """Compute only output channels ``channels`` (ascending), in that order: their weights and bias are kept."""
+        channels = [int(c) for c in channels]
+        if not channels or channels != sorted(set(channels)) or channels[0] < 0 or channels[-1] >= self.out_channels:
+            raise ValueError(f"select_outputs needs ascending unique channels in [0, {self.out_channels}), got "
+                             f"{channels[:8]}.")
+        index = torch.as_tensor(channels, dtype=torch.long, device=self.weight.device)
+        self.weight = nn.Parameter(self.weight.index_select(1, index))
+        if self.bias is not None:
+            self.bias = nn.Parameter(self.bias.index_select(0, index))
+        self.out_channels = len(channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b, c, d, h, w = x.shape
         sd, sh, sw = self.stride

@@ -1,6 +1,6 @@
 """E2ENet: a 3D segmentation CNN with a dynamic sparse feature fusion (DSFF) mesh and depth-shift convolutions."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
@@ -142,6 +142,35 @@ class E2ENet(nn.Module):
             for name, param in self.named_parameters()
             if name.startswith("mesh.") and name.endswith("weight") and param.dim() == 5
         ]
+
+    def compact(self, keep: Mapping[str, Sequence[int]]) -> None:
+        """
+        Shrink mesh fusion blocks to the input channels they use, in place: ``keep`` maps a block name (e.g.
+        ``"mesh.0.1.fuse.0"``, a :class:`ShiftConvBlock` of the mesh) to the input channels (ascending) it keeps,
+        counted over the block's full input (for a node's first block, the concatenation ``same | up | down``).
+        A node's first block also makes its transposed convolution compute, and its max-pooling pool, only the
+        channels kept. The output is unchanged when the weights of the dropped channels are zero, as after
+        channel-structured sparse training (``e2enet_monai.sparse.compact_model`` derives ``keep`` from the
+        masks). The state dict then holds the smaller convolutions; :meth:`compacted_channels` returns what to call
+        ``compact`` with to rebuild the same shapes before loading it.
+        """
+        blocks = dict(self.named_modules())
+        for name, channels in keep.items():
+            block = blocks.get(name)
+            if not name.startswith("mesh.") or not isinstance(block, ShiftConvBlock):
+                raise ValueError(f"E2ENet.compact: {name!r} is not a fusion block of the mesh (expected names like "
+                                 f"'mesh.0.1.fuse.0').")
+            if block.shift.keep is not None:
+                raise ValueError(f"E2ENet.compact: {name!r} is already compacted.")
+            if name.endswith(".fuse.0"):  # a node's first block: its upsampling and pooling shrink with it
+                blocks[name[: -len(".fuse.0")]].compact(channels)
+            else:
+                block.compact(channels)
+
+    def compacted_channels(self) -> dict[str, list[int]]:
+        """The kept input channels of every compacted mesh block (empty for a full network)."""
+        return {name: list(module.shift.keep) for name, module in self.named_modules()
+                if isinstance(module, ShiftConvBlock) and module.shift.keep is not None}
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the expected and received shapes if ``x`` cannot go through the network."""
