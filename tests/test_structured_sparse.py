@@ -131,7 +131,8 @@ def test_bundle_sparse_structure_id_reaches_the_handler(bundle):
     parser = ConfigParser()
     parser.read_config(str(bundles_dir() / bundle / "configs/train.json"))
     assert parser["sparse_structure"] == "kernel"  # the paper's default
-    parser.update({"sparse_structure": "channel", "channels": [8, 16, 32], "strides": [1, 2, 2], "device": "cpu"})
+    parser.update({"sparse_structure": "channel", "channels": [8, 16, 32], "strides": [1, 2, 2], "device": "cpu",
+                   "summary_writer": None})  # no TensorBoard folder in the working directory
     handler = parser.get_parsed_content("train#sparse")
     assert handler.sparsity.structure == "channel"
     assert_whole_input_channels(handler.sparsity.model, handler.sparsity.masks, parser["sparse_density"])
