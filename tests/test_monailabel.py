@@ -80,15 +80,26 @@ def _request(url: str, method: str = "GET", body: dict | None = None, timeout: f
         return response.read()
 
 
-def _multipart_params(url: str) -> bytes:
-    """POST an empty multipart form (the /infer endpoint's format) and return the raw response."""
+def _multipart_params(url: str, upload: tuple[str, bytes] | None = None) -> bytes:
+    """POST a multipart form (the /infer endpoint's format: params, and optionally a file) and return the raw
+    response."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n"
-            f"--{boundary}--\r\n").encode()
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n".encode()
+    if upload is not None:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{upload[0]}\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + upload[1] + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
     req = urllib.request.Request(url, data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=600) as response:
         return response.read()
+
+
+def _http_error(url: str, upload: tuple[str, bytes] | None = None) -> tuple[int, str]:
+    """The status and ``detail`` of an /infer request that is expected to fail."""
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _multipart_params(url, upload)
+    return info.value.code, json.loads(info.value.read())["detail"]
 
 
 class Server:
@@ -153,6 +164,14 @@ def test_monailabel_serves_and_trains_bundles(venv, tmp_path, kind, names):
             assert server.info["models"][names[0]]["labels"] == {"necrotic tumor core": 1, "peritumoral edema": 2,
                                                                  "enhancing tumor": 3}
         image = nib.load(str(server.studies / "case0.nii.gz"))
+        # a typo, a missing image and a cut upload are answered 404 / 422 with what is wrong, not a bare 500
+        code, detail = _http_error(f"{server.url}/infer/{names[0]}x?image=case0&output=image")
+        assert code == 404 and detail == f"unknown model '{names[0]}x'; this server serves: {', '.join(sorted(names))}."
+        code, detail = _http_error(f"{server.url}/infer/{names[0]}?image=case9&output=image")
+        assert code == 404 and detail.startswith("image 'case9' is not in the datastore (images: case0, "), detail
+        cut = (server.studies / "case0.nii.gz").read_bytes()
+        code, detail = _http_error(f"{server.url}/infer/{names[0]}?output=image", ("cut.nii.gz", cut[: len(cut) // 2]))
+        assert code == 422 and detail.startswith("cannot read the image "), detail
         for name in names:
             before = server.infer(name, "case0")
             assert before.shape[:3] == image.shape[:3] and np.allclose(before.affine, image.affine, atol=1e-4)

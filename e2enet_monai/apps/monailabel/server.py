@@ -27,6 +27,8 @@ APP_PATCH = Path(__file__).with_name("app_files") / "e2enet_infer.py"
 # it, and MONAI Label's environment must not see the project environment's site-packages (another torch)
 APP_PYTHON = "e2enet_python"
 STOCK_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
+STOCK_CLASS = "class MyApp(MONAILabelApp):"
+APP_CHECKS = Path(__file__).with_name("app_files") / "e2enet_app.py"
 
 
 def default_venv() -> Path:
@@ -99,8 +101,14 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
     if STOCK_IMPORT not in text:
         raise RuntimeError(f"{main} no longer imports BundleInferTask as expected ({STOCK_IMPORT!r}); this MONAI "
                            f"Label version is not supported (tested: 0.8.5).")
-    main.write_text(text.replace(STOCK_IMPORT, "from lib.infers.e2enet_infer import BundleInferTask"))
+    if STOCK_CLASS not in text:
+        raise RuntimeError(f"{main} no longer defines {STOCK_CLASS!r}; this MONAI Label version is not supported "
+                           f"(tested: 0.8.5).")
+    text = text.replace(STOCK_IMPORT, "from lib.infers.e2enet_infer import BundleInferTask\n"
+                                      "from lib.e2enet_app import E2ENetRequestChecks")
+    main.write_text(text.replace(STOCK_CLASS, "class MyApp(E2ENetRequestChecks, MONAILabelApp):"))
     shutil.copy2(APP_PATCH, app / "lib/infers/e2enet_infer.py")
+    shutil.copy2(APP_CHECKS, app / "lib/e2enet_app.py")
     shutil.copytree(Path(__file__).resolve().parents[2], app / APP_PYTHON / "e2enet_monai",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for bundle in bundles:

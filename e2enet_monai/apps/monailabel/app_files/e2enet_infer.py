@@ -11,12 +11,14 @@ otherwise behaves as MONAI Label's ``BundleInferTask``.
 It also works around a clash between MONAI 1.6's ``Spacingd`` and MONAI Label: ``Spacingd`` treats every key
 starting with ``image_`` as a metadata dict and calls ``.update`` on it, and MONAI Label puts the string
 ``image_path`` in the request, so any bundle resampling ``image`` fails; ``image_path`` is set aside during the
-pre-transforms.
+pre-transforms. An image that cannot be read (a truncated or corrupt upload) is answered with HTTP 422 and the
+reader's message, where MONAI Label would answer a bare 500.
 """
 
 import json
 import os
 
+from fastapi import HTTPException
 from monailabel.tasks.infer.bundle import BundleInferTask as _MonaiLabelBundleInferTask
 
 
@@ -34,7 +36,30 @@ class BundleInferTask(_MonaiLabelBundleInferTask):
 
     def run_pre_transforms(self, data, transforms):
         path = data.pop("image_path", None)
-        data = super().run_pre_transforms(data, transforms)
+        image = data.get("image")
+        try:
+            data = super().run_pre_transforms(data, transforms)
+        except Exception as error:  # the loader is the first transform; anything it raises means an unusable file
+            if isinstance(image, str) and not _readable(image):
+                raise HTTPException(status_code=422, detail=f"cannot read the image {os.path.basename(image)!r}: "
+                                                            f"{type(error).__name__}: {error}") from error
+            raise
         if path is not None:
             data["image_path"] = path
         return data
+
+
+def _readable(path):
+    """Whether the image file at ``path`` reads completely (nibabel for NIfTI, ITK for the rest)."""
+    try:
+        if path.endswith((".nii", ".nii.gz")):
+            import nibabel
+
+            nibabel.load(path).get_fdata()
+        else:
+            import itk
+
+            itk.imread(path)
+        return True
+    except Exception:
+        return False
