@@ -9,7 +9,7 @@ from e2enet_monai.benchmarks.speed import BASELINE, benchmark_speed, write_speed
 
 
 def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline(tmp_path):
-    nets = ["e2enet (dense)", "e2enet (kernel-sparse 0.2)", "e2enet (channel-sparse 0.2, compacted)", BASELINE]
+    nets = ["e2enet (dense)", "e2enet (kernel-sparse 0.2)", "e2enet (channel-sparse 0.2 compacted)", BASELINE]
     rows = benchmark_speed([(64, 32, 32)], threads=[1], repeats=3, networks=nets)
     assert [r["network"] for r in rows] == nets and all(r["threads"] == 1 and r["shape"] == [64, 32, 32] for r in rows)
     base = next(r for r in rows if r["network"] == BASELINE)
@@ -26,3 +26,10 @@ def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline(tmp_pa
 def test_unknown_network_is_refused_before_any_work():
     with pytest.raises(ValueError, match="networks must be among"):
         benchmark_speed([(64, 32, 32)], networks=["unet"])
+
+
+def test_default_network_list_of_the_cli_splits_back_into_the_labels():
+    from e2enet_monai.benchmarks.speed import SPEED_NETWORKS
+    from e2enet_monai.utils.cli import as_list
+
+    assert as_list(",".join(SPEED_NETWORKS)) == list(SPEED_NETWORKS)  # tools/benchmark_speed.py's default

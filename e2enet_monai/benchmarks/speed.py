@@ -23,7 +23,7 @@ __all__ = ["SPEED_NETWORKS", "benchmark_speed", "write_speed_report"]
 SPEED_NETWORKS: dict[str, tuple[str, float | None, str]] = {
     "e2enet (dense)": ("e2enet", None, "kernel"),
     "e2enet (kernel-sparse 0.2)": ("e2enet", 0.2, "kernel"),
-    "e2enet (channel-sparse 0.2, compacted)": ("e2enet", 0.2, "channel"),
+    "e2enet (channel-sparse 0.2 compacted)": ("e2enet", 0.2, "channel"),
     "dynunet (nnU-Net-like)": ("dynunet", None, "kernel"),
     "segresnet": ("segresnet", None, "kernel"),
 }
