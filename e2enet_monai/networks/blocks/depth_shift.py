@@ -138,7 +138,8 @@ class DepthShift(nn.Module):
         ``self(torch.cat(tensors, dim=1))`` without the intermediate concatenation.
 
         Shape:
-            tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == channels`` -> ``(B, channels, D, H, W)``.
+            tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == channels`` (``len(present)`` after :meth:`select`)
+            -> ``(B, channels, D, H, W)`` (``(B, len(keep), D, H, W)`` after :meth:`select`).
         """
         widths = [int(t.shape[1]) for t in tensors]
         present = self.present
