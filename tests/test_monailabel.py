@@ -172,6 +172,12 @@ def test_monailabel_serves_and_trains_bundles(venv, tmp_path, kind, names):
         cut = (server.studies / "case0.nii.gz").read_bytes()
         code, detail = _http_error(f"{server.url}/infer/{names[0]}?output=image", ("cut.nii.gz", cut[: len(cut) // 2]))
         assert code == 422 and detail.startswith("cannot read the image "), detail
+        # a training that would validate on nothing (3 labelled images, val_split 0.1) and so write no weights
+        with pytest.raises(urllib.error.HTTPError) as info:
+            _request(f"{server.url}/train/{names[0]}?run_sync=true", "POST", {"max_epochs": 1, "val_split": 0.1})
+        detail = json.loads(info.value.read())["detail"]
+        assert info.value.code == 422, detail
+        assert "the datastore has 3 labelled image(s) and val_split 0.1 holds out 0" in detail, detail
         for name in names:
             before = server.infer(name, "case0")
             assert before.shape[:3] == image.shape[:3] and np.allclose(before.affine, image.affine, atol=1e-4)

@@ -5,11 +5,17 @@ environment. The app's ``MyApp`` gets :class:`E2ENetRequestChecks` as its first 
 MONAI Label answers a request for a model it does not serve, or for an image id its datastore does not hold, with
 a bare HTTP 500 (its ``MONAILabelException`` is not an HTTP error), so a 3D Slicer user cannot tell a typo from a
 crash. These checks answer 404 with what was asked and what exists, before any inference work starts.
+
+A training request whose validation split leaves no labelled case for validation would run and report success but
+write no weights (our bundles save ``models/model.pt`` on a validation); it is refused with 422 and what to send.
+MONAI Label runs a synchronous ``/train`` (``run_sync=true``) in the server, so that request gets the answer; an
+asynchronous one runs in a background process, whose task status and log carry the same message.
 """
 
 import os
 
 from fastapi import HTTPException
+from monai.data import partition_dataset
 
 
 def _some(names, limit=10):
@@ -30,3 +36,20 @@ class E2ENetRequestChecks:
                 raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore "
                                                             f"(images: {_some(ids) or 'none'}).")
         return super().infer(request, datastore)
+
+    def train(self, request):
+        model = request.get("model")
+        if model not in self._trainers:
+            raise HTTPException(status_code=404, detail=f"unknown model {model!r}; this server trains: "
+                                                        f"{_some(self._trainers) or 'no model'}.")
+        labelled = len(self.datastore().datalist())
+        split = float(request.get("val_split", 0.2))  # MONAI Label's default, split as its bundle trainer does
+        held_out = (len(partition_dataset(list(range(labelled)), ratios=[1 - split, split])[1])
+                    if split > 0 and labelled > 0 else 0)
+        if labelled == 0 or held_out == 0 or held_out == labelled:
+            raise HTTPException(status_code=422, detail=(
+                f"training {model!r} needs at least one labelled image to train on and one to validate on (the best "
+                f"validation writes models/model.pt); the datastore has {labelled} labelled image(s) and val_split "
+                f"{split} holds out {held_out}. Save final labels for 2 or more images and send a val_split that "
+                f"holds one out, e.g. {{\"val_split\": 0.5}}."))
+        return super().train(request)
