@@ -23,8 +23,8 @@ def compact_model(model: E2ENet, masks: KernelMasks | None = None) -> dict[str, 
     Drop, in place, the input channels of every mesh fusion convolution that no active kernel reads, so a mesh
     trained with ``structure="channel"`` runs as smaller dense convolutions with the same output. The masks are
     applied first (weights outside them become zero). With kernel-structured masks only the channels with no active
-    kernel at all are dropped (few at density 0.2). The transposed convolutions keep their shape (their pruned
-    weights stay zero).
+    kernel at all are dropped (few at density 0.2). The transposed convolutions keep their input channels (their
+    pruned rows stay zero) and compute only the output channels that are read.
 
     Args:
         model: an :class:`~e2enet_monai.networks.E2ENet`, not compacted yet.

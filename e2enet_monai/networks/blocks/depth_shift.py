@@ -101,6 +101,7 @@ class DepthShift(nn.Module):
     shifts: list[int]
     keep: Optional[list[int]]
     present: Optional[list[int]]
+    __jit_ignored_attributes__ = ["_plans"]  # the eager path's cache; TorchScript takes the slice form
 
     def __init__(self, channels: int, groups: int = 5) -> None:
         super().__init__()
@@ -112,6 +113,7 @@ class DepthShift(nn.Module):
         self.shifts = [o[2] for o in offsets]
         self.keep = None
         self.present = None
+        self._plans: dict[tuple[int, ...], list[tuple[int, int, int, int, int]]] = {}  # per input widths
 
     def select(self, keep: Sequence[int], present: Sequence[int] | None = None) -> None:
         """
@@ -129,6 +131,7 @@ class DepthShift(nn.Module):
             raise ValueError(f"DepthShift({self.channels}).select: kept channels {missing[:8]} are not present.")
         self.keep = keep
         self.present = None if present is None else carried
+        self._plans = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.concat([x])
@@ -161,7 +164,9 @@ class DepthShift(nn.Module):
 
     @torch.jit.unused
     def _shift_by_copies(self, tensors: list[torch.Tensor], widths: list[int]) -> torch.Tensor:
-        plan = self._plan(widths)
+        plan = self._plans.get(tuple(widths))
+        if plan is None:  # built once per input layout, not on every forward pass
+            plan = self._plans[tuple(widths)] = self._plan(widths)
         return _ShiftConcat.apply(plan, sum(stop - start for _, start, stop, _, _ in plan), *tensors)
 
     def _plan(self, widths: list[int]) -> list[tuple[int, int, int, int, int]]:
