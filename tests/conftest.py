@@ -1,6 +1,7 @@
 """
-Shared fixtures: a real HTTP server on 127.0.0.1 for download tests (tests never use the internet), and the MONAI
-Label environment built in the background while the other tests run.
+Shared fixtures: a real HTTP server on 127.0.0.1 for download tests (tests never use the internet); the MONAI
+Label environment, and the non-editable install with every bundle's demo training, both started in the background
+while the other tests run. The tests that need a demo run last, when it has had the most time.
 """
 
 import functools
@@ -17,23 +18,46 @@ import pytest
 _BUILD_VENV = "from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv; ensure_monailabel_venv()"
 
 
+def _needs_demo(item: pytest.Item) -> bool:
+    return "demo" in item.fixturenames or "installed" in item.fixturenames
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that wait for a demo (``test_bundles_e2e.py``) last, in their order: the others run meanwhile."""
+    items.sort(key=_needs_demo)
+
+
 def pytest_collection_finish(session):
     """
-    Start building the MONAI Label environment (minutes of downloading and unpacking from PyPI, little CPU) as
-    soon as a test that needs it is collected; its ``venv`` fixture calls the same locked, resumable build and waits.
+    Start, as soon as the tests that need them are collected: the MONAI Label environment's build (minutes of
+    downloading and unpacking from PyPI, little CPU; the ``venv`` fixture calls the same locked, resumable build and
+    waits), and the demos the collected tests use (:class:`installed.BackgroundDemos`; BTCV's for the tests that
+    are not parametrized by bundle name).
     """
     if any(item.path.name == "test_monailabel.py" and "venv" in item.fixturenames for item in session.items):
         session.config._monailabel_build = subprocess.Popen(
             [sys.executable, "-c", _BUILD_VENV], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
+    waiting = [item for item in session.items if _needs_demo(item)]
+    if waiting:
+        from installed import BackgroundDemos
+
+        names = {item.callspec.params.get("name", "btcv") if hasattr(item, "callspec") else "btcv"
+                 for item in waiting}
+        root = session.config._tmp_path_factory.mktemp("demos")
+        session.config._demos = BackgroundDemos(root, sorted(names))
 
 
 def pytest_sessionfinish(session):
-    """Stop a background build still running (e.g. after ``-x``), pip included; the next session resumes it."""
+    """Stop background work still running (e.g. after ``-x``): the MONAI Label build, pip included (the next
+    session resumes it), and the demos."""
     build = getattr(session.config, "_monailabel_build", None)
     if build is not None and build.poll() is None:
         os.killpg(build.pid, signal.SIGTERM)
         build.wait()
+    demos = getattr(session.config, "_demos", None)
+    if demos is not None:
+        demos.stop()
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -1,15 +1,19 @@
 """
 A non-editable install of this checkout for the tests: a wheel installed into a fresh virtual environment whose
 dependencies come from the test environment through a ``.pth`` line (nothing is downloaded), and ``e2enet-demo``
-of that environment run from another folder. Used by the ``demo`` fixture of ``test_bundles_e2e.py``.
+of that environment run from another folder. :class:`BackgroundDemos` starts the install and every bundle's demo as
+soon as the tests are collected (``conftest.py``), so the demos train while the other tests run; the ``installed``
+and ``demo`` fixtures of ``test_bundles_e2e.py`` wait for them.
 """
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +46,70 @@ def install(out: Path) -> Path:
     return venv / "bin"
 
 
-def run_demo(bin_dir: Path, name: str, folder: Path) -> Path:
-    """``e2enet-demo --dataset NAME`` of the installed environment, started in ``folder`` (BTCV's with its top-k
-    model); return its workdir. Raises with the log's tail when it fails."""
-    folder.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [str(bin_dir / "e2enet-demo"), "--dataset", name, "--workdir", str(folder / "run"),
-           "--topk", str(name == "btcv")]
-    log = folder / "demo.log"
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=folder, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{log.read_text()[-4000:]}")
-    return folder / "run"
+def demo_command(bin_dir: Path, name: str, folder: Path) -> list[str]:
+    """``e2enet-demo --dataset NAME`` of the installed environment into ``folder/run`` (BTCV's with its top-k model)."""
+    return [str(bin_dir / "e2enet-demo"), "--dataset", name, "--workdir", str(folder / "run"),
+            "--topk", str(name == "btcv")]
+
+
+class BackgroundDemos:
+    """
+    The non-editable install, then each named bundle's demo in its own process, all started in a background thread.
+
+    The demos run at a lower priority (``nice``) with one thread each: the tests running meanwhile keep the cores
+    they ask for, and three one-thread processes get more work out of two cores than one two-thread process does.
+    A demo's result is the same command's, started from another folder, as a user would run it.
+    """
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root, self.names = root, list(names)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._logs: dict[str, Path] = {}
+        self._bin: Path | None = None
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._start, daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._bin = install(self.root / "installed")
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env.update(PATH=f"{self._bin}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
+            for name in self.names:
+                if self._stopped:
+                    return
+                folder = self.root / f"demo_{name}" / "cwd"
+                folder.mkdir(parents=True)
+                self._logs[name] = folder / "demo.log"
+                with open(self._logs[name], "w") as log:
+                    self._procs[name] = subprocess.Popen(
+                        ["nice", "-n", "10", *demo_command(self._bin, name, folder)], cwd=folder, stdout=log,
+                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except BaseException as e:  # re-raised in the tests that wait for it
+            self._error = e
+
+    def installed(self) -> tuple[Path, Path]:
+        """Wait for the install: (its folder, its ``bin/``)."""
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("the non-editable install failed") from self._error
+        return self.root / "installed", self._bin
+
+    def result(self, name: str) -> Path:
+        """Wait for ``name``'s demo; return its workdir. Raises with the log's tail when it failed."""
+        self.installed()
+        proc = self._procs[name]
+        if proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(map(str, proc.args))} failed ({proc.returncode}):\n"
+                               f"{self._logs[name].read_text()[-4000:]}")
+        return self._logs[name].parent / "run"
+
+    def stop(self) -> None:
+        """Stop the demos still running (after ``-x``, or a failure): their whole process groups."""
+        self._stopped = True
+        self._thread.join()
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()

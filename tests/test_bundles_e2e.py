@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from installed import install, run_demo
 from monai.bundle import ConfigParser
 
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, TOPK_CPU_OVERRIDES
@@ -26,21 +25,22 @@ NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory):
-    """This checkout installed without ``-e`` into a fresh environment (``installed.py``): (folder, its bin/)."""
-    out = tmp_path_factory.mktemp("installed")
-    return out, install(out)
+def installed(request):
+    """This checkout installed without ``-e`` into a fresh environment (``installed.py``, started by
+    ``conftest.py`` at collection): (folder, its bin/)."""
+    return request.config._demos.installed()
 
 
 @pytest.fixture(scope="session")
-def demo(installed, tmp_path_factory):
+def demo(request):
     """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of the
-    non-editable install, started in another folder: (workdir, bundle folder, Dice on the held-out phantoms)."""
+    non-editable install, started in another folder (in the background from collection on, ``conftest.py``):
+    (workdir, bundle folder, Dice on the held-out phantoms)."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            work = run_demo(installed[1], name, tmp_path_factory.mktemp(f"demo_{name}") / "cwd")
+            work = request.config._demos.result(name)
             bundle = work / SHIPPED_BUNDLES[name].folder
             meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
             cache[name] = (work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"]))
