@@ -56,8 +56,8 @@ class BackgroundDemos:
     """
     The non-editable install, then each named bundle's demo in its own process, all started in a background thread.
 
-    The demos run at a lower priority (``nice``) with one thread each: the tests running meanwhile keep the cores
-    they ask for, and three one-thread processes get more work out of two cores than one two-thread process does.
+    The demos run at idle priority (``SCHED_IDLE``) with one thread each: the tests running meanwhile keep the
+    cores they ask for, and the demos use what the tests leave idle (a test waiting for a subprocess or a server).
     A demo's result is the same command's, started from another folder, as a user would run it.
     """
 
@@ -83,9 +83,14 @@ class BackgroundDemos:
                 folder.mkdir(parents=True)
                 self._logs[name] = folder / "demo.log"
                 with open(self._logs[name], "w") as log:
-                    self._procs[name] = subprocess.Popen(
-                        ["nice", "-n", "10", *demo_command(self._bin, name, folder)], cwd=folder, stdout=log,
-                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                    # a process group of its own (to stop it whole) but not a session: Linux's autogroup
+                    # scheduling shares the CPU equally between sessions, whatever their priority
+                    proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, process_group=0)
+                # idle priority, inherited by the bundle runs it starts: a demo gets only CPU time that the tests
+                # leave unused, so it neither slows them nor preempts a thread of their parallel regions
+                os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+                self._procs[name] = proc
         except BaseException as e:  # re-raised in the tests that wait for it
             self._error = e
 
