@@ -6,6 +6,7 @@ while the other tests run. The tests that need a demo run last, when it has had 
 
 import functools
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,9 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from e2enet_monai.apps.runner import read_dice_table
+from e2enet_monai.bundle.registry import SHIPPED_BUNDLES
 
 _BUILD_VENV = "from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv; ensure_monailabel_venv()"
 
@@ -108,3 +112,28 @@ def tiny_btcv_factory(tmp_path_factory):
         return made[shape]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def installed(request):
+    """This checkout installed without ``-e`` into a fresh environment (``installed.py``, started at collection
+    by :func:`pytest_collection_finish`): (folder, its bin/)."""
+    return request.config._demos.installed()
+
+
+@pytest.fixture(scope="session")
+def demo(request):
+    """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of the
+    non-editable install, started in another folder, in the background from collection on
+    (:func:`pytest_collection_finish`): (workdir, bundle folder, Dice on the held-out phantoms)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            work = request.config._demos.result(name)
+            bundle = work / SHIPPED_BUNDLES[name].folder
+            meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
+            cache[name] = (work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"]))
+        return cache[name]
+
+    return get

@@ -54,49 +54,61 @@ def demo_command(bin_dir: Path, name: str, folder: Path) -> list[str]:
 
 class BackgroundDemos:
     """
-    The non-editable install, then each named bundle's demo in its own process, all started in a background thread.
+    The non-editable install, then each named bundle's demo, one after the other, all in a background thread.
 
-    The demos run at idle priority (``SCHED_IDLE``) with one thread each: the tests running meanwhile keep the
-    cores they ask for, and the demos use what the tests leave idle (a test waiting for a subprocess or a server).
-    A demo's result is the same command's, started from another folder, as a user would run it.
+    The demos run at idle priority (``SCHED_IDLE``): the tests running meanwhile keep the cores they ask for, and
+    the demos use what the tests leave idle (a test waiting for a subprocess or a server), then everything once the
+    other tests are done. One at a time and with PyTorch's own thread count, each trains with the same arithmetic
+    as the README's command (a demo's Dice moves with float rounding, so with the thread count). A demo's result is
+    the same command's, started from another folder, as a user would run it.
     """
 
     def __init__(self, root: Path, names: list[str]) -> None:
         self.root, self.names = root, list(names)
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._logs: dict[str, Path] = {}
+        self._done = {name: threading.Event() for name in self.names}
+        self._installed = threading.Event()
+        self._returncodes: dict[str, int] = {}
+        self._logs = {name: root / f"demo_{name}" / "cwd" / "demo.log" for name in self.names}
         self._bin: Path | None = None
         self._error: BaseException | None = None
+        self._running: subprocess.Popen | None = None
         self._stopped = False
-        self._thread = threading.Thread(target=self._start, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _start(self) -> None:
+    def _run(self) -> None:
         try:
             self._bin = install(self.root / "installed")
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-            env.update(PATH=f"{self._bin}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
-            for name in self.names:
-                if self._stopped:
-                    return
-                folder = self.root / f"demo_{name}" / "cwd"
-                folder.mkdir(parents=True)
-                self._logs[name] = folder / "demo.log"
-                with open(self._logs[name], "w") as log:
-                    # a process group of its own (to stop it whole) but not a session: Linux's autogroup
-                    # scheduling shares the CPU equally between sessions, whatever their priority
-                    proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, process_group=0)
-                # idle priority, inherited by the bundle runs it starts: a demo gets only CPU time that the tests
-                # leave unused, so it neither slows them nor preempts a thread of their parallel regions
-                os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
-                self._procs[name] = proc
         except BaseException as e:  # re-raised in the tests that wait for it
             self._error = e
+            return
+        finally:
+            self._installed.set()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PATH"] = f"{self._bin}{os.pathsep}{env.get('PATH', '')}"
+        for name in self.names:
+            if self._stopped:
+                break
+            folder = self._logs[name].parent
+            folder.mkdir(parents=True)
+            with open(self._logs[name], "w") as log:
+                # a process group of its own (to stop it whole) but not a session: Linux's autogroup scheduling
+                # shares the CPU equally between sessions, whatever their priority
+                proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
+                                        stderr=subprocess.STDOUT, env=env, process_group=0)
+            # idle priority, inherited by the bundle runs it starts
+            os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+            self._running = proc
+            if self._stopped:  # stop() came while it started
+                os.killpg(proc.pid, signal.SIGTERM)
+            self._returncodes[name] = proc.wait()
+            self._done[name].set()
+        for event in self._done.values():  # stopped: nobody waits forever
+            event.set()
 
     def installed(self) -> tuple[Path, Path]:
         """Wait for the install: (its folder, its ``bin/``)."""
-        self._thread.join()
+        self._installed.wait()
         if self._error is not None:
             raise RuntimeError("the non-editable install failed") from self._error
         return self.root / "installed", self._bin
@@ -104,17 +116,18 @@ class BackgroundDemos:
     def result(self, name: str) -> Path:
         """Wait for ``name``'s demo; return its workdir. Raises with the log's tail when it failed."""
         self.installed()
-        proc = self._procs[name]
-        if proc.wait() != 0:
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} failed ({proc.returncode}):\n"
-                               f"{self._logs[name].read_text()[-4000:]}")
+        self._done[name].wait()
+        rc = self._returncodes.get(name)
+        if rc != 0:
+            tail = self._logs[name].read_text()[-4000:] if self._logs[name].is_file() else "(not started)"
+            raise RuntimeError(f"{' '.join(demo_command(self._bin, name, self._logs[name].parent))} failed "
+                               f"({rc}):\n{tail}")
         return self._logs[name].parent / "run"
 
     def stop(self) -> None:
-        """Stop the demos still running (after ``-x``, or a failure): their whole process groups."""
+        """Stop a demo still running (after ``-x``, or a failure): its whole process group; start no other."""
         self._stopped = True
+        proc = self._running
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         self._thread.join()
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()

@@ -24,31 +24,6 @@ NAMES = sorted(SHIPPED_BUNDLES)
 NET = {k: CPU_DEMO_OVERRIDES[k] for k in ("channels", "strides", "patch_size")}
 
 
-@pytest.fixture(scope="session")
-def installed(request):
-    """This checkout installed without ``-e`` into a fresh environment (``installed.py``, started by
-    ``conftest.py`` at collection): (folder, its bin/)."""
-    return request.config._demos.installed()
-
-
-@pytest.fixture(scope="session")
-def demo(request):
-    """Each bundle's demo (BTCV's with its top-k model), run once per session by ``e2enet-demo`` of the
-    non-editable install, started in another folder (in the background from collection on, ``conftest.py``):
-    (workdir, bundle folder, Dice on the held-out phantoms)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            work = request.config._demos.result(name)
-            bundle = work / SHIPPED_BUNDLES[name].folder
-            meta = json.loads((bundle / "configs/metadata.json").read_text())["network_data_format"]
-            cache[name] = (work, bundle, read_dice_table(bundle / "eval", meta["outputs"]["pred"]["channel_def"]))
-        return cache[name]
-
-    return get
-
-
 def test_non_editable_install_finds_its_own_package_and_bundles(installed, demo):
     """``pip install .`` (a wheel, not ``-e``) in a fresh environment: the package and the bundles it runs come
     from that environment, not from this checkout, and ``e2enet-demo`` ran the whole journey from another folder."""

@@ -8,8 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from monai.bundle import ConfigParser
+from bundle_copies import random_weights_copy
 
 from e2enet_monai.apps.runner import bundle_command
 from e2enet_monai.data import DatasetError, load_split, prepare_dataset, write_synthetic
@@ -18,7 +17,6 @@ from e2enet_monai.utils.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 BTCV = ROOT / "bundles/e2enet_btcv_segmentation"
-NET = {"channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "patch_size": [32, 48, 48]}
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 
 
@@ -100,19 +98,7 @@ def test_invalid_datalist_json_names_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def weighted_bundle(tmp_path_factory):
     """The BTCV bundle with the CPU demo network written into its configs and random weights (no training)."""
-    import shutil
-
-    from e2enet_monai.apps.config_values import set_config_values
-
-    bundle = tmp_path_factory.mktemp("bad_inputs") / BTCV.name
-    shutil.copytree(BTCV, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-    set_config_values(bundle, NET, ["train.json", "inference.json"])
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs/inference.json"))
-    torch.manual_seed(0)
-    (bundle / "models").mkdir()
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models/model.pt")
-    return bundle
+    return random_weights_copy(BTCV, tmp_path_factory.mktemp("bad_inputs"), ["train.json", "inference.json"])
 
 
 def _run(bundle, configs, overrides, timeout=300):
