@@ -13,7 +13,7 @@ from types import ModuleType
 __version__ = "0.7.0"
 
 SUBPACKAGES = ("apps", "benchmarks", "bundle", "data", "handlers", "inferers", "losses", "networks", "release",
-               "sparse", "transforms", "utils")
+               "segment", "sparse", "transforms", "utils")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -21,7 +21,8 @@ LAYERS = [
     {"inferers", "losses", "transforms", "data", "sparse"},
     {"handlers"},
     {"bundle"},
-    {"release", "apps"},
+    {"release"},
+    {"apps", "segment"},
     {"benchmarks"},
     {"tools"},
 ]
