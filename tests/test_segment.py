@@ -268,6 +268,8 @@ ERRORS = {
     "structure": (lambda tmp, ph: [ph[0]], "btcv", ["--roi_subset", "liver", "spleeen"],
                   "unknown structure(s) ['spleeen'] for --roi_subset; this bundle segments: 'spleen', "),
     "output exists": (lambda tmp, ph: [ph[0]], "btcv", [], "exists; pass --overwrite to replace it"),
+    "k without fast": (lambda tmp, ph: [ph[0]], "btcv", ["--k", "3"], "--k 3 sets the patches that top-k "
+                       "inference refines: add --fast, or drop --k (sliding window has no K)."),
 }
 
 

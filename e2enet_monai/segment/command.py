@@ -46,7 +46,7 @@ SUMMARY_FIELDS = ("case", "seconds", "status", "error")
 
 @dataclass
 class Options:
-    """What to write for each case (the command line's output options)."""
+    """How to segment each case and what to write (the command line's options)."""
 
     output_type: str = "nifti"
     statistics: bool = False
@@ -63,6 +63,9 @@ class Options:
                 raise InputError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
         if self.k is not None and self.k < 0:
             raise InputError(f"--k {self.k}: the number of refined patches must be 0 or more.")
+        if self.k is not None and not self.fast:
+            raise InputError(f"--k {self.k} sets the patches that top-k inference refines: add --fast, or drop --k "
+                             f"(sliding window has no K).")
 
 
 @dataclass
