@@ -55,6 +55,23 @@ def phantoms(tmp_path_factory):
     return sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))
 
 
+def with_uids(folder):
+    """A copy of the fixture with the UIDs a scanner writes (its anonymisation blanked study, series and SOP
+    instance UIDs; the SOP instance UID is the file meta's, as DICOM requires)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for f in sorted(DICOM.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.save_as(folder / f.name)
+    return folder
+
+
 def snapshot(folder):
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -100,6 +117,25 @@ def test_dicom_series_with_demo_weights_statistics_and_preview(demo, tmp_path):
     rows = summary(out)
     assert [(r["case"], r["status"], r["error"]) for r in rows] == [("dicom", "done", "")]
     assert float(rows[0]["seconds"]) > 0
+
+    # the same series with its UIDs, as a DICOM-SEG: read back by highdicom, one segment per structure, filed in
+    # the source study, each source slice's pixels equal to the label map's
+    import highdicom as hd
+    import pydicom
+
+    series = with_uids(tmp_path / "series")
+    segment("-i", series, "-o", tmp_path / "seg", "--bundle", bundle, "--output_type", "dicom_seg")
+    dcm = hd.seg.segread(tmp_path / "seg/series/series_seg.dcm")
+    assert [dcm.get_segment_description(n).segment_label for n in dcm.segment_numbers] == [
+        names[str(v)] for v in range(1, 14)]
+    sources = sorted((pydicom.dcmread(f, stop_before_pixels=True) for f in series.iterdir()),
+                     key=lambda d: float(d.ImagePositionPatient[2]))
+    assert dcm.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert dcm.SeriesInstanceUID != sources[0].SeriesInstanceUID
+    frames = dcm.get_pixels_by_source_instance([d.SOPInstanceUID for d in sources], combine_segments=True,
+                                               skip_overlap_checks=True)
+    # MONAI's reader: axes (column, row, slice), slices from the highest z down (its affine above: -2 mm)
+    assert np.array_equal(frames, labels[:, :, ::-1].transpose(2, 1, 0))
 
 
 def test_same_labels_as_the_bundle_commands_for_sliding_window_and_fast(demo, tmp_path):
@@ -268,6 +304,12 @@ ERRORS = {
     "structure": (lambda tmp, ph: [ph[0]], "btcv", ["--roi_subset", "liver", "spleeen"],
                   "unknown structure(s) ['spleeen'] for --roi_subset; this bundle segments: 'spleen', "),
     "output exists": (lambda tmp, ph: [ph[0]], "btcv", [], "exists; pass --overwrite to replace it"),
+    "dicom_seg of NIfTI": (lambda tmp, ph: [ph[0]], "btcv", ["--output_type", "dicom_seg"],
+                           "--output_type dicom_seg references the source DICOM series, but "),
+    "dicom_seg without UIDs": (lambda tmp, ph: [DICOM], "btcv", ["--output_type", "dicom_seg"],
+                               "has no StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, which a "
+                               "DICOM-SEG must reference (the series looks anonymised without them); use "
+                               "--output_type nifti or masks for it."),
     "k without fast": (lambda tmp, ph: [ph[0]], "btcv", ["--k", "3"], "--k 3 sets the patches that top-k "
                        "inference refines: add --fast, or drop --k (sliding window has no K)."),
 }
@@ -327,6 +369,32 @@ def test_brats_channel_files_are_one_case_in_the_bundle_order(tmp_path):
     four_d = tmp_path / "case4d.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 4), np.float32), np.eye(4)), str(four_d))
     assert [(c.name, c.images) for c in find_cases([four_d], in_channels=4)] == [("case4d", (four_d,))]
+
+
+def test_dicom_seg_frames_follow_the_source_geometry(tmp_path):
+    """Written from a label map made of the image itself (HU thresholds), each DICOM-SEG frame equals the same
+    thresholds of its own source slice: the frames follow the series' geometry, whatever the reader's axis order."""
+    import highdicom as hd
+    import pydicom
+
+    from e2enet_monai.segment.dicom_seg import write_dicom_seg
+
+    series = with_uids(tmp_path / "series")
+    image = LoadImage(reader="PydicomReader", image_only=True)(str(series))
+    hu = np.asarray(image)
+    labels = np.where(hu > 200, 3, np.where(hu > 0, 1, 0)).astype(np.uint8)
+    write_dicom_seg(tmp_path / "seg.dcm", labels, np.asarray(image.affine), sorted(series.iterdir()),
+                    {1: "soft tissue", 3: "bone", 5: "absent"}, algorithm="test", version="1")
+    dcm = hd.seg.segread(tmp_path / "seg.dcm")
+    assert [dcm.get_segment_description(n).segment_label for n in dcm.segment_numbers] == [
+        "soft tissue", "bone", "absent"]
+    for f in sorted(series.iterdir()):
+        ds = pydicom.dcmread(f)
+        slice_hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        frame = dcm.get_pixels_by_source_instance([ds.SOPInstanceUID], combine_segments=True,
+                                                  skip_overlap_checks=True)[0]
+        assert np.array_equal(frame, np.where(slice_hu > 200, 2, np.where(slice_hu > 0, 1, 0))), f.name
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_statistics_per_structure_and_per_channel():

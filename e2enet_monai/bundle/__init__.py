@@ -13,7 +13,7 @@ from e2enet_monai.bundle.overrides import check_cli_overrides
 from e2enet_monai.bundle.postprocessing import onehot_postprocessing, region_postprocessing
 from e2enet_monai.bundle.references import existing
 from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, BundleInfo, bundle_path, bundles_dir
-from e2enet_monai.bundle.weights import CPUStateDict, load_weights
+from e2enet_monai.bundle.weights import CPUStateDict, fold_checkpoints, load_ensemble, load_weights
 
 __all__ = [
     "SHIPPED_BUNDLES",
@@ -27,7 +27,9 @@ __all__ = [
     "check_training_run",
     "check_weights_fit_configs",
     "existing",
+    "fold_checkpoints",
     "inference_items",
+    "load_ensemble",
     "load_weights",
     "make_optimizer",
     "onehot_postprocessing",

@@ -1,17 +1,21 @@
-"""Weights in bundle configs: a DDP-safe CPU checkpoint view, starting a sub-network from another checkpoint."""
+"""Weights in bundle configs: a DDP-safe CPU checkpoint view, starting a sub-network from another checkpoint, the
+networks of a fold ensemble."""
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from e2enet_monai.bundle.checks import check_checkpoint
 from e2enet_monai.networks.utils import unwrap_parallel
+from e2enet_monai.utils.errors import InputError, exit_on_input_error
 
-__all__ = ["CPUStateDict", "load_weights"]
+__all__ = ["CPUStateDict", "fold_checkpoints", "load_ensemble", "load_weights"]
 
 
 class CPUStateDict:
@@ -50,3 +54,36 @@ def load_weights(module: nn.Module, path: str | os.PathLike = "", key: str = "mo
     if freeze:
         module.requires_grad_(False)
     return module
+
+
+def fold_checkpoints(models_dir: str | os.PathLike, pattern: str, folds: Sequence[int]) -> list[Path]:
+    """The checkpoint of each fold: ``models_dir / pattern.format(k)`` (e.g. ``model_fold{}.pt``)."""
+    return [Path(models_dir) / pattern.format(int(k)) for k in folds]
+
+
+@exit_on_input_error
+def load_ensemble(network: nn.Module, models_dir: str | os.PathLike, pattern: str, folds: Sequence[int],
+                  how_to_make: str = "") -> list[nn.Module] | None:
+    """
+    One copy of ``network`` per fold, loaded from :func:`fold_checkpoints` (each checked to exist and fit the
+    network first) and put in eval mode, for :class:`~e2enet_monai.inferers.EnsembleInferer`; ``None`` when
+    ``folds`` is empty (the bundle's single checkpoint is used).
+
+    Raises:
+        InputError: a repeated fold, or a fold checkpoint that is missing or does not fit (named).
+    """
+    if not folds:
+        return None
+    if len(set(int(k) for k in folds)) != len(folds):
+        raise InputError(f"folds {list(folds)} repeats a fold: each fold checkpoint counts once in the average.")
+    paths = fold_checkpoints(models_dir, pattern, folds)
+    base = unwrap_parallel(network)
+    for path in paths:
+        check_checkpoint(path, base, how_to_make=how_to_make)
+    members = []
+    for path in paths:
+        member = copy.deepcopy(base)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        member.load_state_dict(state.get("model", state) if isinstance(state, Mapping) else state)
+        members.append(member.eval())
+    return members

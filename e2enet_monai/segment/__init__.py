@@ -1,6 +1,7 @@
 """
-``e2enet-segment`` (also ``python -m e2enet_monai.segment``): one command from scans to label maps, statistics and
-previews, running a bundle's own inference configs. See ``command.py`` for the flow and the README for examples.
+``e2enet-segment`` (also ``python -m e2enet_monai.segment``): one command from scans to label maps (or masks, or a
+DICOM-SEG), statistics and previews, running a bundle's own inference configs. See ``command.py`` for the flow and
+the README for examples.
 """
 
 from e2enet_monai.segment.command import CaseResult, Options, build_parser, cli, main, segment

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from tqdm import tqdm
 
 from e2enet_monai.bundle.checks import output_path
 from e2enet_monai.bundle.distributed import shutdown_distributed
 from e2enet_monai.data.checks import check_image
+from e2enet_monai.segment.dicom_seg import check_dicom_seg_source, write_dicom_seg
 from e2enet_monai.segment.inputs import Case, find_cases
 from e2enet_monai.segment.outputs import (
+    COLOURS,
     label_names,
     label_statistics,
     select_structures,
@@ -41,7 +44,9 @@ from e2enet_monai.utils.io import atomic_write_bytes
 
 __all__ = ["CaseResult", "Options", "build_parser", "cli", "main", "segment", "segment_case"]
 
-SUMMARY_FIELDS = ("case", "seconds", "status", "error")
+SUMMARY_FIELDS = ("case", "seconds", "status", "error", "read_s", "inference_s", "write_s")
+STEPS = ("read", "inference", "write")
+OUTPUT_TYPES = ("nifti", "masks", "dicom_seg")
 
 
 @dataclass
@@ -54,11 +59,13 @@ class Options:
     roi_subset: Sequence[str] = ()
     fast: bool = False
     k: int | None = None
+    tta: bool = False
+    folds: Sequence[int] = ()
     device: str = "auto"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for name, allowed in (("output_type", ("nifti", "masks")), ("device", ("auto", "cpu", "cuda"))):
+        for name, allowed in (("output_type", OUTPUT_TYPES), ("device", ("auto", "cpu", "cuda"))):
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
         if self.k is not None and self.k < 0:
@@ -131,6 +138,10 @@ def _run_workflow(source: BundleSource, images: Sequence[Path], out_dir: Path, o
         overrides["amp"] = options.device == "cuda"
     if options.fast and options.k is not None:
         overrides["topk_k"] = options.k
+    if options.tta:
+        overrides["tta"] = True
+    if options.folds:
+        overrides["folds"] = [int(k) for k in options.folds]
     logging_file = source.folder / "configs" / "logging.conf"
     workflow = ConfigWorkflow(config_file=source.configs(options.fast),
                               meta_file=str(source.folder / "configs" / "metadata.json"),
@@ -154,6 +165,10 @@ def _write_outputs(case: Case, images: Sequence[Path], label_file: Path, folder:
         names = {v: names[v] for v in keep}
     if options.output_type == "masks":
         write_masks(folder / "masks", labels, seg.affine, names)
+    elif options.output_type == "dicom_seg":
+        write_dicom_seg(folder / f"{case.name}_seg.dcm", labels, seg.affine, case.dicom.files, names,
+                        algorithm=str(source.metadata.get("name", source.folder.name)),
+                        version=str(source.metadata["version"]), colours=COLOURS)
     else:
         nib.save(nib.Nifti1Image(labels, seg.affine, seg.header), str(folder / f"{case.name}_seg.nii.gz"))
     if options.statistics or options.preview:
@@ -224,13 +239,15 @@ def _write_summary(path: Path, rows: Sequence[CaseResult]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(SUMMARY_FIELDS)
     for r in rows:
-        writer.writerow([r.case, f"{r.seconds:.2f}", r.status, r.error])
+        writer.writerow([r.case, f"{r.seconds:.2f}", r.status, r.error,
+                         *(f"{r.steps[k]:.2f}" if k in r.steps else "" for k in STEPS)])
     atomic_write_bytes(path, text.getvalue().encode())
 
 
 def _read_summary(path: Path) -> list[CaseResult]:
     with open(path, newline="") as f:
-        return [CaseResult(r["case"], float(r["seconds"]), r["status"], r["error"]) for r in csv.DictReader(f)]
+        return [CaseResult(r["case"], float(r["seconds"]), r["status"], r["error"],
+                           {k: float(r[f"{k}_s"]) for k in STEPS if r[f"{k}_s"]}) for r in csv.DictReader(f)]
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -266,10 +283,17 @@ def segment(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, bund
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda, but PyTorch sees no CUDA device here; use --device cpu (or auto).")
-    source = resolve_bundle(bundle, fast=options.fast, index_url=index_url, cache=cache)
+    source = resolve_bundle(bundle, fast=options.fast, index_url=index_url, cache=cache, tta=options.tta,
+                            folds=options.folds)
     if options.roi_subset:
         structure_ids(label_names(source.metadata), options.roi_subset)
     cases = find_cases(inputs, in_channels=source.in_channels, series_uid=series_uid)
+    if options.output_type == "dicom_seg":
+        for case in cases:
+            if case.dicom is None:
+                raise InputError(f"--output_type dicom_seg references the source DICOM series, but {case.images[0]} "
+                                 f"is NIfTI; give its DICOM series folder, or use --output_type nifti or masks.")
+            check_dicom_seg_source(case.dicom.files)
     if len(cases) == 1 and (out / cases[0].name).exists() and not options.overwrite:
         raise InputError(f"{out / cases[0].name} exists; pass --overwrite to replace it, or -o another folder.")
     rank, world = _rank_and_world()
@@ -296,21 +320,25 @@ def segment(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, bund
                 shutil.rmtree(out / f".{case.name}.partial", ignore_errors=True)  # stopped before its clean-up
                 rows.append(CaseResult(case.name, 0.0, "skipped", "output exists"))
                 print(f"{case.name}: skipped, {out / case.name} exists", flush=True)
-    for i, case in enumerate(mine, 1):
-        print(f"{where}[{i}/{len(mine)}] {case.name} ...", flush=True)
-        start = time.perf_counter()
-        try:
-            row = segment_case(case, source, out, options)
-        except Exception as e:
-            if debug or len(cases) == 1:
-                raise
-            row = CaseResult(case.name, time.perf_counter() - start, "failed", _message(e))
-            print(f"{where}[{i}/{len(mine)}] {case.name}: failed: {row.error}", flush=True)
-        else:
-            steps = ", ".join(f"{k} {v:.1f}" for k, v in row.steps.items())
-            print(f"{where}[{i}/{len(mine)}] {case.name}: {row.seconds:.1f} s ({steps}) -> {out / case.name}",
-                  flush=True)
-        rows.append(row)
+    # a bar over this rank's cases on stderr (the bundle's own bars cover the patches of each case); closed before
+    # an error is printed
+    with tqdm(total=len(mine), desc=f"{where}cases", unit="case", file=sys.stderr, disable=len(mine) < 2) as bar:
+        for i, case in enumerate(mine, 1):
+            print(f"{where}[{i}/{len(mine)}] {case.name} ...", flush=True)
+            start = time.perf_counter()
+            try:
+                row = segment_case(case, source, out, options)
+            except Exception as e:
+                if debug or len(cases) == 1:
+                    raise
+                row = CaseResult(case.name, time.perf_counter() - start, "failed", _message(e))
+                print(f"{where}[{i}/{len(mine)}] {case.name}: failed: {row.error}", flush=True)
+            else:
+                steps = ", ".join(f"{k} {v:.1f}" for k, v in row.steps.items())
+                print(f"{where}[{i}/{len(mine)}] {case.name}: {row.seconds:.1f} s ({steps}) -> {out / case.name}",
+                      flush=True)
+            rows.append(row)
+            bar.update()
     if dist is None:
         _write_summary(out / "summary.csv", _in_order(rows, cases))
         return rows
@@ -344,14 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="btcv, amos, brats (a downloaded copy) or a bundle folder")
     p.add_argument("--fast", action="store_true", help="top-k patch inference (inference_topk.json)")
     p.add_argument("--k", type=int, default=None, help="patches refined with --fast (default: the bundle's)")
+    p.add_argument("--tta", action="store_true",
+                   help="mirror test-time augmentation: probabilities averaged over the 8 flips of the three axes")
+    p.add_argument("--folds", nargs="+", type=int, default=(), metavar="K",
+                   help="ensemble of fold checkpoints (models/model_fold<K>.pt; model_topk_fold<K>.pt with --fast), "
+                        "probabilities averaged")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: its own)")
     p.add_argument("--statistics", action="store_true",
                    help="statistics.json: per structure voxels, volume (ml), mean and std intensity")
     p.add_argument("--preview", action="store_true", help="preview.png: mid-slices with the labels overlaid")
     p.add_argument("--roi_subset", nargs="+", default=(), metavar="NAME", help="keep only these structures")
-    p.add_argument("--output_type", default="nifti", choices=("nifti", "masks"),
-                   help="nifti: one label map; masks: one 0/1 NIfTI per structure")
+    p.add_argument("--output_type", default="nifti", choices=OUTPUT_TYPES,
+                   help="nifti: one label map; masks: one 0/1 NIfTI per structure; dicom_seg: one DICOM-SEG "
+                        "referencing the source series (DICOM input only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing case outputs")
     p.add_argument("--series_uid", default=None, help="the DICOM series to use when a folder holds several")
     p.add_argument("--index_url", default=None, help="bundle index to download a named bundle from")
@@ -369,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         options = Options(output_type=args.output_type, statistics=args.statistics, preview=args.preview,
-                          roi_subset=tuple(args.roi_subset), fast=args.fast, k=args.k, device=args.device,
-                          overwrite=args.overwrite)
+                          roi_subset=tuple(args.roi_subset), fast=args.fast, k=args.k, tta=args.tta,
+                          folds=tuple(args.folds), device=args.device, overwrite=args.overwrite)
         rows = segment(args.input, args.output, args.bundle, options, index_url=args.index_url, cache=args.cache,
                        series_uid=args.series_uid, debug=args.debug)
     except Exception as e:  # one clear line last (with --debug, after the traceback)

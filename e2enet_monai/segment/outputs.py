@@ -1,6 +1,7 @@
 """
 What ``e2enet-segment`` writes next to a label map: a subset of structures, one mask per structure, volume and
-intensity statistics, a PNG preview and a DICOM-SEG. Every function takes arrays on the input's grid.
+intensity statistics and a PNG preview (the DICOM-SEG is in ``dicom_seg.py``). Every function takes arrays on the
+input's grid.
 """
 
 from __future__ import annotations
