@@ -411,3 +411,24 @@ def test_statistics_per_structure_and_per_channel():
     assert stats["b"] == {"label": 2, "voxels": 0, "volume_ml": 0.0, "intensity_mean": None, "intensity_std": None}
     multi = label_statistics(labels, np.stack([image, 2 * image], -1), affine, {1: "a"}, channel_names=["T1", "T2"])
     assert multi["a"]["intensity_mean"] == {"T1": pytest.approx(inside.mean()), "T2": pytest.approx(2 * inside.mean())}
+
+
+def test_named_bundle_is_downloaded_through_the_index_once_then_used_from_the_cache(bundles, phantoms, tmp_path,
+                                                                                   server):
+    """--bundle btcv --index_url: the release zip comes from a real HTTP server on 127.0.0.1 (sha256 checked by the
+    download), lands in --cache, and segments; the next run uses that copy with no server and no --index_url."""
+    from e2enet_monai.release import package_bundle
+
+    site, url = server
+    package_bundle(bundles["btcv"], site, base_url=url, index=site / "index.json")
+    cache = tmp_path / "cache"
+    segment("-i", phantoms[0], "-o", tmp_path / "a", "--bundle", "btcv", "--index_url", f"{url}/index.json",
+            "--cache", cache)
+    copy = cache / "e2enet_btcv_segmentation"
+    assert (copy / "models/model.pt").read_bytes() == (bundles["btcv"] / "models/model.pt").read_bytes()
+    for p in site.iterdir():  # the server has nothing left to give
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    segment("-i", phantoms[0], "-o", tmp_path / "b", "--bundle", "btcv", "--cache", cache)
+    case = phantoms[0].name[: -len(".nii.gz")]
+    assert np.array_equal(np.asarray(nib.load(str(tmp_path / "a" / case / f"{case}_seg.nii.gz")).dataobj),
+                          np.asarray(nib.load(str(tmp_path / "b" / case / f"{case}_seg.nii.gz")).dataobj))
