@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from docs_commands import docs_command
 from monai.bundle import ConfigParser
 
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, TOPK_CPU_OVERRIDES
@@ -234,20 +235,6 @@ def test_demo_topk_model_keeps_both_frozen_networks_and_infers_on_the_input_grid
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) - {0}
 
 
-def _docs_command(bundle, config_file, **paths):
-    """The bundle docs' inference command for ``config_file``, exactly as written (backslash continuations
-    joined), with only its placeholder paths replaced: ``/path/a.nii.gz`` etc. by real files."""
-    text = (bundle / "docs/README.md").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip().startswith(f"python -m monai.bundle run --config_file {config_file} ")]
-    assert len(lines) == 1, lines
-    line = " ".join(lines[0].split())
-    for placeholder, real in paths.items():
-        assert placeholder in line, (placeholder, line)
-        line = line.replace(placeholder, real)
-    return line
-
-
 def _run_docs_command(bundle, line):
     proc = subprocess.run(line, shell=True, cwd=bundle, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (line, proc.stderr[-3000:])
@@ -260,7 +247,7 @@ def _check_docs_inference(bundle, work, tmp_path, tag):
     inputs = sorted(str(p) for p in (work / "data/RawData/Testing/img").glob("*.nii.gz"))
     datalist = "['" + "','".join(inputs) + "']"
     out = tmp_path / f"out_{tag}"
-    proc = _run_docs_command(bundle, _docs_command(bundle, "configs/inference.json", **{
+    proc = _run_docs_command(bundle, docs_command(bundle, "configs/inference.json", **{
         "\"['/path/a.nii.gz','/path/b.nii.gz']\"": f'"{datalist}"', "--output_dir out": f"--output_dir {out}"}))
     for src in inputs:
         case = Path(src).name[: -len(".nii.gz")]
@@ -270,7 +257,7 @@ def _check_docs_inference(bundle, work, tmp_path, tag):
         demo_seg = np.asarray(nib.load(str(work / "segmentations" / case / f"{case}_seg.nii.gz")).dataobj)
         assert np.array_equal(mine, demo_seg), case
     out_topk = tmp_path / f"out_topk_{tag}"
-    line = _docs_command(bundle, "\"['configs/inference.json','configs/inference_topk.json']\"", **{
+    line = docs_command(bundle, "\"['configs/inference.json','configs/inference_topk.json']\"", ["topk_k"], **{
         "\"['/path/a.nii.gz']\"": f'"{datalist}"', "--output_dir out": f"--output_dir {out_topk}"})
     assert "--topk_k 10" in line
     _run_docs_command(bundle, line)

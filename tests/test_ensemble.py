@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 from bundle_copies import random_weights_copy
+from docs_commands import docs_command
 from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from test_topk import make_model
@@ -168,16 +169,20 @@ def test_segment_folds_of_identical_checkpoints_give_the_single_model_labels(btc
     folds = _segment("-i", image, "-o", tmp_path / "folds", "--bundle", bundle, "--folds", 0, 1)
     assert single.returncode == 0 and folds.returncode == 0, folds.stderr[-2000:]
     assert np.array_equal(_labels(tmp_path / "single", image), _labels(tmp_path / "folds", image))
-    # the bundle command as its docs give it (monai.bundle run ... --folds "[0,1]" --tta True) and the segment
-    # command with the same options: one pipeline, the same labels
-    bundle_cmd = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--datalist",
-         f"['{image}']", "--output_dir", str(tmp_path / "bundle_out"), "--folds", "[0,1]", "--tta", "True"],
-        cwd=bundle, capture_output=True, text=True, timeout=600)
+    # the bundle docs' command, as written (five folds and TTA), and the segment command with the same options:
+    # one pipeline, the same labels
+    for k in (2, 3, 4):
+        shutil.copy(bundle / "models/model.pt", bundle / f"models/model_fold{k}.pt")
+    line = docs_command(bundle, "configs/inference.json", ["folds", "tta"], **{
+        "\"['/path/a.nii.gz']\"": f"\"['{image}']\"", "--output_dir out": f"--output_dir {tmp_path / 'bundle_out'}"})
+    assert '--folds "[0,1,2,3,4]" --tta True' in line
+    bundle_cmd = subprocess.run(line, shell=True, cwd=bundle, capture_output=True, text=True, timeout=600)
     assert bundle_cmd.returncode == 0, bundle_cmd.stderr[-2000:]
-    both = _segment("-i", image, "-o", tmp_path / "both", "--bundle", bundle, "--folds", 0, 1, "--tta")
+    both = _segment("-i", image, "-o", tmp_path / "both", "--bundle", bundle, "--folds", 0, 1, 2, 3, 4, "--tta")
     assert both.returncode == 0, both.stderr[-2000:]
     assert np.array_equal(_labels(tmp_path / "bundle_out", image), _labels(tmp_path / "both", image))
+    for k in (2, 3, 4):
+        (bundle / f"models/model_fold{k}.pt").unlink()
     missing = _segment("-i", image, "-o", tmp_path / "missing", "--bundle", bundle, "--folds", 0, 4)
     assert missing.returncode == 1 and not (tmp_path / "missing").exists()
     assert missing.stderr.strip().splitlines()[-1] == (
