@@ -310,6 +310,8 @@ ERRORS = {
                                "has no StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, which a "
                                "DICOM-SEG must reference (the series looks anonymised without them); use "
                                "--output_type nifti or masks for it."),
+    "repeated fold": (lambda tmp, ph: [ph[0]], "btcv", ["--folds", "0", "0"],
+                      "folds [0, 0] repeats a fold: each fold checkpoint counts once in the average."),
     "k without fast": (lambda tmp, ph: [ph[0]], "btcv", ["--k", "3"], "--k 3 sets the patches that top-k "
                        "inference refines: add --fast, or drop --k (sliding window has no K)."),
 }

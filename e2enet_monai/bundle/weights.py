@@ -57,7 +57,14 @@ def load_weights(module: nn.Module, path: str | os.PathLike = "", key: str = "mo
 
 
 def fold_checkpoints(models_dir: str | os.PathLike, pattern: str, folds: Sequence[int]) -> list[Path]:
-    """The checkpoint of each fold: ``models_dir / pattern.format(k)`` (e.g. ``model_fold{}.pt``)."""
+    """
+    The checkpoint of each fold: ``models_dir / pattern.format(k)`` (e.g. ``model_fold{}.pt``).
+
+    Raises:
+        InputError: a repeated fold.
+    """
+    if len(set(int(k) for k in folds)) != len(folds):
+        raise InputError(f"folds {list(folds)} repeats a fold: each fold checkpoint counts once in the average.")
     return [Path(models_dir) / pattern.format(int(k)) for k in folds]
 
 
@@ -74,8 +81,6 @@ def load_ensemble(network: nn.Module, models_dir: str | os.PathLike, pattern: st
     """
     if not folds:
         return None
-    if len(set(int(k) for k in folds)) != len(folds):
-        raise InputError(f"folds {list(folds)} repeats a fold: each fold checkpoint counts once in the average.")
     paths = fold_checkpoints(models_dir, pattern, folds)
     base = unwrap_parallel(network)
     for path in paths:

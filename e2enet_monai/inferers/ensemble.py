@@ -48,8 +48,8 @@ class EnsembleInferer(Inferer):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        if sorted(set(int(a) for a in mirror_axes)) != sorted(int(a) for a in mirror_axes) or \
-                any(int(a) not in (0, 1, 2) for a in mirror_axes):
+        axes = [int(a) for a in mirror_axes]
+        if len(set(axes)) != len(axes) or not set(axes) <= {0, 1, 2}:
             raise ValueError(f"mirror_axes must be distinct spatial axes out of 0, 1, 2, got {list(mirror_axes)}.")
         if networks is not None and len(networks) == 0:
             raise ValueError("networks is empty: give at least one network, or None for the engine's.")

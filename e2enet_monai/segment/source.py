@@ -78,8 +78,6 @@ def _load(folder: Path, fast: bool, how: str, tta: bool = False, folds: Sequence
         if wanted and key not in config:
             raise InputError(f"{option}: the bundle in {folder} (version {metadata.get('version', '?')}) has no "
                              f"'{key}' inference config id; it predates e2enet-monai 0.8.0's bundles.")
-    if len(set(folds)) != len(folds):
-        raise InputError(f"--folds {' '.join(map(str, folds))} repeats a fold; give each fold once.")
     mode = "top-k (--fast)" if fast else "sliding-window"
     for weights in source.weights(fast, folds):
         if not weights.is_file():
