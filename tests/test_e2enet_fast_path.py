@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from e2enet_monai.networks import E2ENet
-from e2enet_monai.networks.blocks import DepthShift, FusionNode, ShiftConvBlock, StrideTransposeConv3d
+from e2enet_monai.networks.blocks import (
+    DepthShift,
+    FastInstanceNorm3d,
+    FusionNode,
+    ShiftConvBlock,
+    StrideTransposeConv3d,
+)
 
 
 def reference_shift(x: torch.Tensor, shift: DepthShift) -> torch.Tensor:
@@ -116,3 +122,33 @@ def test_torchscript_script_and_trace_take_the_slice_form_with_the_same_outputs(
         assert "ShiftConcat" not in str(traced.inlined_graph)
         for compiled in (torch.jit.script(net), traced):
             assert torch.allclose(compiled(x), net(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fast_instance_norm_is_instance_norm_with_the_same_parameters():
+    torch.manual_seed(0)
+    reference = torch.nn.InstanceNorm3d(6, affine=True).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 2.0)
+        reference.bias.uniform_(-1.0, 1.0)
+    fast = FastInstanceNorm3d(6).double()
+    assert isinstance(fast, torch.nn.InstanceNorm3d)
+    fast.load_state_dict(reference.state_dict())  # same keys, no buffers: checkpoints load either way
+    x = (torch.randn(3, 6, 4, 5, 7, dtype=torch.double) * 3 + 2).requires_grad_()
+    a, b = fast(x), reference(x)
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(a)
+    ga = torch.autograd.grad((a * w).sum(), [x, fast.weight, fast.bias])
+    gb = torch.autograd.grad((b * w).sum(), [x, reference.weight, reference.bias])
+    for u, v in zip(ga, gb):
+        assert torch.allclose(u, v, rtol=1e-10, atol=1e-12)
+    expected = r"FastInstanceNorm3d\(6\) expects \(B, 6, D, H, W\), got shape \[3, 5, 4, 5, 7\]"
+    with pytest.raises(ValueError, match=expected):
+        fast(x[:, :5])
+
+
+def test_every_e2enet_block_normalises_with_the_fast_instance_norm():
+    net = E2ENet(in_channels=1, out_channels=3, channels=(8, 16, 32), strides=(1, 2, 2))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    blocks = [m for m in net.modules() if isinstance(m, ShiftConvBlock)]
+    assert len(norms) == len(blocks) and all(isinstance(m, FastInstanceNorm3d) for m in norms)
+    assert all(k.endswith(("conv.adn.N.weight", "conv.adn.N.bias")) for k in net.state_dict() if ".adn.N." in k)

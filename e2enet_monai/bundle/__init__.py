@@ -1,4 +1,5 @@
-"""What the bundles' configs call: input and checkpoint checks, weights, optimizers, post-processing, teardown."""
+"""What the bundles' configs call: input and checkpoint checks, weights, optimizers, post-processing, teardown, and
+the CPU allocator setting."""
 
 from e2enet_monai.bundle.checks import (
     check_checkpoint,
@@ -14,6 +15,7 @@ from e2enet_monai.bundle.postprocessing import onehot_postprocessing, region_pos
 from e2enet_monai.bundle.references import existing
 from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, BundleInfo, bundle_path, bundles_dir
 from e2enet_monai.bundle.weights import CPUStateDict, fold_checkpoints, load_ensemble, load_weights
+from e2enet_monai.utils.memory import reuse_freed_memory
 
 __all__ = [
     "SHIPPED_BUNDLES",
@@ -34,5 +36,6 @@ __all__ = [
     "make_optimizer",
     "onehot_postprocessing",
     "region_postprocessing",
+    "reuse_freed_memory",
     "shutdown_distributed",
 ]

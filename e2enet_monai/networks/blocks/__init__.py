@@ -1,5 +1,6 @@
 from e2enet_monai.networks.blocks.depth_shift import DepthShift, depth_shift_offsets
 from e2enet_monai.networks.blocks.fusion_node import FusionNode
+from e2enet_monai.networks.blocks.instance_norm import FastInstanceNorm3d
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
@@ -12,6 +13,7 @@ __all__ = [
     "ClassGate",
     "ConvFusion",
     "DepthShift",
+    "FastInstanceNorm3d",
     "FusionNode",
     "PATCH_FUSIONS",
     "PatchAccumulator",

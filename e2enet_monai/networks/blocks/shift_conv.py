@@ -9,6 +9,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 
 from e2enet_monai.networks.blocks.depth_shift import DepthShift
+from e2enet_monai.networks.blocks.instance_norm import FastInstanceNorm3d
 
 __all__ = ["CONV_MODES", "ShiftConvBlock"]
 
@@ -55,6 +56,8 @@ class ShiftConvBlock(nn.Module):
             norm=("instance", {"affine": True}),
             bias=True,
         )
+        # the same instance norm (parameters, state-dict keys) through the faster group-norm kernel
+        self.conv.adn.N = FastInstanceNorm3d(out_channels, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.shift(x))
