@@ -314,6 +314,9 @@ ERRORS = {
                       "folds [0, 0] repeats a fold: each fold checkpoint counts once in the average."),
     "k without fast": (lambda tmp, ph: [ph[0]], "btcv", ["--k", "3"], "--k 3 sets the patches that top-k "
                        "inference refines: add --fast, or drop --k (sliding window has no K)."),
+    "runtime with fast": (lambda tmp, ph: [ph[0]], "btcv", ["--backend", "openvino", "--fast"],
+                          "--backend openvino runs sliding-window inference on CPU: drop --fast and --device cuda, "
+                          "or use --backend torch."),
 }
 
 

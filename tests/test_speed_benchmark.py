@@ -8,24 +8,26 @@ import pytest
 from e2enet_monai.benchmarks.speed import BASELINE, benchmark_speed, write_speed_report
 
 
-def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline(tmp_path):
-    nets = ["e2enet (dense)", "e2enet (kernel-sparse 0.2)", "e2enet (channel-sparse 0.2 compacted)", BASELINE]
-    rows = benchmark_speed([(64, 32, 32)], threads=[1], repeats=3, networks=nets)
-    assert [r["network"] for r in rows] == nets and all(r["threads"] == 1 and r["shape"] == [64, 32, 32] for r in rows)
-    base = next(r for r in rows if r["network"] == BASELINE)
+def test_rows_are_medians_of_interleaved_runs_with_ratios_to_the_baseline_of_the_same_runtime(tmp_path):
+    nets = ["e2enet (channel-sparse 0.2 compacted)", BASELINE]  # the compacted network exports too
+    rows = benchmark_speed([(64, 32, 32)], threads=[1], repeats=3, networks=nets, runtimes=["torch", "onnxruntime"],
+                           reuse_memory=False)
+    assert [(r["runtime"], r["network"]) for r in rows] == [(rt, n) for rt in ("torch", "onnxruntime") for n in nets]
+    assert all(r["threads"] == 1 and r["shape"] == [64, 32, 32] for r in rows)
     for r in rows:
+        base = next(b for b in rows if b["network"] == BASELINE and b["runtime"] == r["runtime"])
         assert len(r["runs"]) == 3 and r["seconds"] == statistics.median(r["runs"]) > 0
         assert r["vs_baseline"] == pytest.approx(r["seconds"] / base["seconds"])
     written = write_speed_report(rows, tmp_path, "header line")
     md = written[0].read_text()
-    assert md.startswith("header line") and md.count("| 64x32x32 | 1 |") == 4 and "| 1.00x |" in md
+    assert md.startswith("header line") and md.count("| 64x32x32 | 1 | onnxruntime |") == 2 and "| 1.00x |" in md
     assert json.loads(written[1].read_text())["rows"] == rows
     assert len(written) == 3 and written[2].stat().st_size > 0  # the plot (matplotlib is in the test extra)
 
 
 def test_unknown_network_is_refused_before_any_work():
-    with pytest.raises(ValueError, match="networks must be among"):
-        benchmark_speed([(64, 32, 32)], networks=["unet"])
+    with pytest.raises(ValueError, match=r"networks must be among .* \(got \['unet', 'tensorrt'\]\)"):
+        benchmark_speed([(64, 32, 32)], networks=["unet"], runtimes=["tensorrt"])
 
 
 def test_default_network_list_of_the_cli_splits_back_into_the_labels():

@@ -1,4 +1,5 @@
-"""E2ENet (dense and kernel-sparse), the nnU-Net-like DynUNet and SegResNet: CPU inference time side by side."""
+"""E2ENet (dense, kernel-sparse, channel-sparse compacted), the nnU-Net-like DynUNet and SegResNet: CPU inference time
+side by side, in torch eager and in ONNX Runtime and OpenVINO."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import fire
 import e2enet_monai
 from e2enet_monai.benchmarks.model_stats import machine_label
 from e2enet_monai.benchmarks.speed import SPEED_NETWORKS, benchmark_speed, write_speed_report
+from e2enet_monai.inferers.runtime import BACKENDS
 from e2enet_monai.utils.cli import as_list
 from e2enet_monai.utils.errors import cli_entry
 
@@ -17,9 +19,10 @@ def _shape(text: str) -> list[int]:
 
 @cli_entry
 def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,2", repeats: int = 3,
-         networks: str | tuple = ",".join(SPEED_NETWORKS), out_dir: str = "benchmark_output") -> None:
+         networks: str | tuple = ",".join(SPEED_NETWORKS), runtimes: str | tuple = ",".join(BACKENDS),
+         reuse_memory: bool = True, out_dir: str = "benchmark_output") -> None:
     """
-    Time one forward pass (batch 1, eval, float32, torch eager) of each network at each shape and thread count, all
+    Time one forward pass (batch 1, float32) of each network in each runtime at each shape and thread count, all
     in one process with interleaved repetitions, and write OUT_DIR/benchmark_speed.md, .json and .png.
 
     Args:
@@ -27,16 +30,21 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
         threads: comma-separated intra-op thread counts.
         repeats: timed rounds (the median is reported), after one warm-up run of every network.
         networks: comma-separated row labels among the defaults.
+        runtimes: comma-separated among torch (eager), onnxruntime, openvino (pip install e2enet-monai[runtimes]).
+        reuse_memory: keep freed memory for reuse first, as the bundles do (False: glibc's default).
         out_dir: output folder.
     """
     shape_list = [_shape(s) for s in as_list(shapes)]
     thread_list = [int(t) for t in as_list(threads)]
-    rows = benchmark_speed(shape_list, thread_list, repeats, [str(n) for n in as_list(networks)])
-    header = (f"CPU inference, batch 1, float32, torch eager, e2enet-monai {e2enet_monai.__version__}, median of "
-              f"{repeats} interleaved "
-              f"runs after a warm-up. Machine: {machine_label(max(thread_list))}. Command: python "
-              f"tools/benchmark_speed.py --shapes {','.join('x'.join(map(str, s)) for s in shape_list)} --threads "
-              f"{','.join(map(str, thread_list))} --repeats {repeats}")
+    runtime_list = [str(r) for r in as_list(runtimes)]
+    rows = benchmark_speed(shape_list, thread_list, repeats, [str(n) for n in as_list(networks)], runtime_list,
+                           reuse_memory=reuse_memory)
+    memory = "reused" if reuse_memory else "returned (glibc's default)"
+    header = (f"CPU inference, batch 1, float32, e2enet-monai {e2enet_monai.__version__}, median of {repeats} "
+              f"interleaved runs after a warm-up, freed memory {memory}. Machine: {machine_label(max(thread_list))}. "
+              f"Command: python tools/benchmark_speed.py --shapes "
+              f"{','.join('x'.join(map(str, s)) for s in shape_list)} --threads {','.join(map(str, thread_list))} "
+              f"--repeats {repeats} --runtimes {','.join(runtime_list)} --reuse_memory {reuse_memory}")
     written = write_speed_report(rows, out_dir, header)
     print(written[0].read_text())
     print("wrote " + ", ".join(str(p) for p in written))

@@ -1,4 +1,5 @@
-"""E2ENet's CPU inference time side by side with its baselines: one process, interleaved runs, fixed threads."""
+"""E2ENet's CPU inference time side by side with its baselines, in torch and in ONNX runtimes: one process,
+interleaved runs, fixed threads."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 import torch.nn as nn
 
 from e2enet_monai.benchmarks.report import write_report
+from e2enet_monai.inferers.runtime import BACKENDS, exported_network
 from e2enet_monai.networks.nets.baselines import build_network
 from e2enet_monai.sparse import KernelMasks, compact_model
+from e2enet_monai.utils.memory import reuse_freed_memory
 
 __all__ = ["SPEED_NETWORKS", "benchmark_speed", "write_speed_report"]
 
@@ -43,20 +46,27 @@ def _build(label: str, in_channels: int, out_channels: int, seed: int) -> nn.Mod
 
 
 def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1, 2), repeats: int = 3,
-                    networks: Sequence[str] = tuple(SPEED_NETWORKS), in_channels: int = 1, out_channels: int = 16,
-                    seed: int = 0) -> list[dict]:
+                    networks: Sequence[str] = tuple(SPEED_NETWORKS), runtimes: Sequence[str] = ("torch",),
+                    in_channels: int = 1, out_channels: int = 16, seed: int = 0,
+                    reuse_memory: bool = True) -> list[dict]:
     """
-    Median eager CPU forward time (batch 1, ``torch.inference_mode``, float32) of every network in ``networks``
-    (labels of :data:`SPEED_NETWORKS`) at every spatial shape and intra-op thread count. For each shape and thread
-    count, every network runs once to warm up, then ``repeats`` rounds each run every network once in turn, so a
-    slower or faster spell of the machine falls on all of them alike. Returns one row per (shape, threads,
-    network): ``seconds`` (median), ``runs`` (all timed seconds) and ``vs_baseline`` (median over the nnU-Net-like
-    DynUNet's median in the same shape and threads, when it is among ``networks``).
+    Median CPU forward time (batch 1, float32) of every network in ``networks`` (labels of :data:`SPEED_NETWORKS`)
+    in every runtime of ``runtimes`` (``torch`` eager under ``torch.inference_mode``, or the network exported to
+    ONNX and run by ``onnxruntime`` / ``openvino``, see :func:`~e2enet_monai.inferers.exported_network`) at every
+    spatial shape and intra-op thread count. For each shape and thread count, every (network, runtime) pair runs
+    once to warm up (and export), then ``repeats`` rounds each run every pair once in turn, so a slower or faster
+    spell of the machine falls on all of them alike. With ``reuse_memory`` the process first keeps freed memory for
+    reuse (:func:`~e2enet_monai.utils.memory.reuse_freed_memory`, as the bundles do), for all networks alike.
+    Returns one row per (shape, threads, runtime, network): ``seconds`` (median), ``runs`` (all timed seconds) and
+    ``vs_baseline`` (median over the nnU-Net-like DynUNet's median in the same shape, threads and runtime, when it
+    is among ``networks``).
     """
-    unknown = [n for n in networks if n not in SPEED_NETWORKS]
+    unknown = [n for n in networks if n not in SPEED_NETWORKS] + [r for r in runtimes if r not in BACKENDS]
     if unknown or repeats < 1:
-        raise ValueError(f"networks must be among {list(SPEED_NETWORKS)} (got {unknown}) and repeats >= 1 "
-                         f"(got {repeats}).")
+        raise ValueError(f"networks must be among {list(SPEED_NETWORKS)}, runtimes among {list(BACKENDS)} (got "
+                         f"{unknown}) and repeats >= 1 (got {repeats}).")
+    if reuse_memory:
+        reuse_freed_memory()
     models = {label: _build(label, in_channels, out_channels, seed) for label in networks}
     rows = []
     before = torch.get_num_threads()
@@ -65,20 +75,24 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
             x = torch.randn(1, in_channels, *shape, generator=torch.Generator().manual_seed(seed))
             for n_threads in threads:
                 torch.set_num_threads(int(n_threads))
-                times: dict[str, list[float]] = {label: [] for label in models}
+                # exported per thread count: a runtime fixes its threads when its session is made
+                runs = {(runtime, label): exported_network(model, runtime, int(n_threads))
+                        for runtime in runtimes for label, model in models.items()}
+                times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
                 with torch.inference_mode():
-                    for label, model in models.items():
-                        model(x)  # warm-up
+                    for run in runs.values():
+                        run(x)  # warm-up (and export)
                     for _ in range(repeats):
-                        for label, model in models.items():
+                        for key, run in runs.items():
                             start = time.perf_counter()
-                            model(x)
-                            times[label].append(time.perf_counter() - start)
-                medians = {label: statistics.median(v) for label, v in times.items()}
-                for label, runs in times.items():
-                    rows.append({"network": label, "shape": list(shape), "threads": int(n_threads),
-                                 "seconds": medians[label], "runs": runs,
-                                 "vs_baseline": medians[label] / medians[BASELINE] if BASELINE in medians else None})
+                            run(x)
+                            times[key].append(time.perf_counter() - start)
+                medians = {key: statistics.median(v) for key, v in times.items()}
+                for (runtime, label), timed in times.items():
+                    base = medians.get((runtime, BASELINE))
+                    rows.append({"network": label, "runtime": runtime, "shape": list(shape),
+                                 "threads": int(n_threads), "seconds": medians[(runtime, label)], "runs": timed,
+                                 "vs_baseline": medians[(runtime, label)] / base if base else None})
     finally:
         torch.set_num_threads(before)
     return rows
@@ -86,9 +100,9 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
 
 def write_speed_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, ...]:
     """``benchmark_speed.md`` (table), ``.json`` and, with matplotlib, ``.png`` (seconds per network)."""
-    cols = ["shape", "threads", "network", "seconds (median)", "vs DynUNet"]
-    cells = [["x".join(str(s) for s in r["shape"]), str(r["threads"]), r["network"], f"{r['seconds']:.2f}",
-              "" if r["vs_baseline"] is None else f"{r['vs_baseline']:.2f}x"] for r in rows]
+    cols = ["shape", "threads", "runtime", "network", "seconds (median)", "vs DynUNet, same runtime"]
+    cells = [["x".join(str(s) for s in r["shape"]), str(r["threads"]), r["runtime"], r["network"],
+              f"{r['seconds']:.2f}", "" if r["vs_baseline"] is None else f"{r['vs_baseline']:.2f}x"] for r in rows]
     md, js = write_report(out_dir, "benchmark_speed", header, cols, cells, rows)
     try:
         import matplotlib
@@ -97,15 +111,18 @@ def write_speed_report(rows: list[dict], out_dir: str | os.PathLike, header: str
         import matplotlib.pyplot as plt
     except ImportError:
         return md, js
-    groups = sorted({("x".join(str(s) for s in r["shape"]), r["threads"]) for r in rows})
+    def group(r: dict) -> tuple[str, int, str]:
+        return "x".join(str(s) for s in r["shape"]), r["threads"], r["runtime"]
+
+    groups = list(dict.fromkeys(group(r) for r in rows))
     labels = list(dict.fromkeys(r["network"] for r in rows))
-    fig, ax = plt.subplots(figsize=(2 + 2 * len(groups), 4))
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 4.5))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
-        values = [next((r["seconds"] for r in rows if r["network"] == label
-                        and ("x".join(str(s) for s in r["shape"]), r["threads"]) == g), 0.0) for g in groups]
+        values = [next((r["seconds"] for r in rows if r["network"] == label and group(r) == g), 0.0) for g in groups]
         ax.bar([j + i * width for j in range(len(groups))], values, width, label=label)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], [f"{s}, {t} thread(s)" for s, t in groups])
+    ticks = [f"{shape}\n{t} thread(s)\n{runtime}" for shape, t, runtime in groups]
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], ticks)
     ax.set(ylabel="seconds per forward pass (median)", title="CPU inference, batch 1, float32")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)

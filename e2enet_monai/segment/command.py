@@ -26,6 +26,7 @@ from tqdm import tqdm
 from e2enet_monai.bundle.checks import output_path
 from e2enet_monai.bundle.distributed import shutdown_distributed
 from e2enet_monai.data.checks import check_image
+from e2enet_monai.inferers.runtime import BACKENDS
 from e2enet_monai.segment.dicom_seg import check_dicom_seg_source, write_dicom_seg
 from e2enet_monai.segment.inputs import Case, find_cases
 from e2enet_monai.segment.outputs import (
@@ -62,10 +63,12 @@ class Options:
     tta: bool = False
     folds: Sequence[int] = ()
     device: str = "auto"
+    backend: str = "torch"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for name, allowed in (("output_type", OUTPUT_TYPES), ("device", ("auto", "cpu", "cuda"))):
+        for name, allowed in (("output_type", OUTPUT_TYPES), ("device", ("auto", "cpu", "cuda")),
+                              ("backend", BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
         if self.k is not None and self.k < 0:
@@ -73,6 +76,9 @@ class Options:
         if self.k is not None and not self.fast:
             raise InputError(f"--k {self.k} sets the patches that top-k inference refines: add --fast, or drop --k "
                              f"(sliding window has no K).")
+        if self.backend != "torch" and (self.fast or self.device == "cuda"):
+            raise InputError(f"--backend {self.backend} runs sliding-window inference on CPU: drop --fast and "
+                             f"--device cuda, or use --backend torch.")
 
 
 @dataclass
@@ -142,6 +148,8 @@ def _run_workflow(source: BundleSource, images: Sequence[Path], out_dir: Path, o
         overrides["tta"] = True
     if options.folds:
         overrides["folds"] = [int(k) for k in options.folds]
+    if options.backend != "torch":
+        overrides["inference_backend"] = options.backend
     logging_file = source.folder / "configs" / "logging.conf"
     workflow = ConfigWorkflow(config_file=source.configs(options.fast),
                               meta_file=str(source.folder / "configs" / "metadata.json"),
@@ -378,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ensemble of fold checkpoints (models/model_fold<K>.pt; model_topk_fold<K>.pt with --fast), "
                         "probabilities averaged")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="run the network in torch, or exported to ONNX in ONNX Runtime or OpenVINO (CPU, sliding "
+                        "window; pip install e2enet-monai[runtimes])")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: its own)")
     p.add_argument("--statistics", action="store_true",
                    help="statistics.json: per structure voxels, volume (ml), mean and std intensity")
@@ -404,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = Options(output_type=args.output_type, statistics=args.statistics, preview=args.preview,
                           roi_subset=tuple(args.roi_subset), fast=args.fast, k=args.k, tta=args.tta,
-                          folds=tuple(args.folds), device=args.device, overwrite=args.overwrite)
+                          folds=tuple(args.folds), device=args.device, backend=args.backend,
+                          overwrite=args.overwrite)
         rows = segment(args.input, args.output, args.bundle, options, index_url=args.index_url, cache=args.cache,
                        series_uid=args.series_uid, debug=args.debug)
     except Exception as e:  # one clear line last (with --debug, after the traceback)
