@@ -22,13 +22,22 @@ from e2enet_monai.bundle.registry import SHIPPED_BUNDLES
 _BUILD_VENV = "from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv; ensure_monailabel_venv()"
 
 
-def _needs_demo(item: pytest.Item) -> bool:
-    return "demo" in item.fixturenames or "installed" in item.fixturenames
+# the order the demos train in, and in which the tests waiting for them run: BTCV's first, as most tests wait for it,
+# so they run while the other demos still train in the background
+DEMO_ORDER = ("btcv", "brats", "amos")
+
+
+def _demo_of(item: pytest.Item) -> str | None:
+    """The demo a test waits for (``None``: none): its ``name`` parameter, else BTCV's."""
+    if "demo" not in item.fixturenames and "installed" not in item.fixturenames:
+        return None
+    return item.callspec.params.get("name", "btcv") if hasattr(item, "callspec") else "btcv"
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The tests that wait for a demo (``test_bundles_e2e.py``) last, in their order: the others run meanwhile."""
-    items.sort(key=_needs_demo)
+    """The tests that wait for a demo last, grouped by demo in :data:`DEMO_ORDER` (each group in its file order):
+    the others run meanwhile."""
+    items.sort(key=lambda item: -1 if _demo_of(item) is None else DEMO_ORDER.index(_demo_of(item)))
 
 
 def pytest_collection_finish(session):
@@ -42,14 +51,12 @@ def pytest_collection_finish(session):
         session.config._monailabel_build = subprocess.Popen(
             [sys.executable, "-c", _BUILD_VENV], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
-    waiting = [item for item in session.items if _needs_demo(item)]
-    if waiting:
+    names = {_demo_of(item) for item in session.items} - {None}
+    if names:
         from installed import BackgroundDemos
 
-        names = {item.callspec.params.get("name", "btcv") if hasattr(item, "callspec") else "btcv"
-                 for item in waiting}
         root = session.config._tmp_path_factory.mktemp("demos")
-        session.config._demos = BackgroundDemos(root, sorted(names))
+        session.config._demos = BackgroundDemos(root, [name for name in DEMO_ORDER if name in names])
 
 
 def pytest_sessionfinish(session):

@@ -171,8 +171,9 @@ def test_corrupt_input_fails_without_output(demo, tmp_path):
     assert not list(out.rglob("*.nii.gz"))
 
 
-def test_brats_wrong_channel_count(demo, tmp_path):
-    work, bundle, _ = demo("brats")
+@pytest.mark.parametrize("name", ["brats"])  # the parameter tells conftest which demo this test waits for
+def test_brats_wrong_channel_count(demo, name, tmp_path):
+    work, bundle, _ = demo(name)
     from e2enet_monai.data import brats_image_lists
 
     three = brats_image_lists(work / "data")[0][:3]

@@ -1,10 +1,16 @@
 """A real MONAI Label server (monaibundle app, its own environment) serving and training the three bundles."""
 
+import email.parser
+import email.policy
+import gzip
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +24,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv, server_command, setup_app
+from e2enet_monai.benchmarks.monailabel_time import SLICER_PARAMS
+from e2enet_monai.benchmarks.monailabel_time import multipart as _multipart
 from e2enet_monai.bundle.registry import bundles_dir
 from e2enet_monai.data import write_synthetic
 from e2enet_monai.data.phantoms import brats_phantom
@@ -81,24 +89,21 @@ def _request(url: str, method: str = "GET", body: dict | None = None, timeout: f
 
 
 def _multipart_params(url: str, upload: tuple[str, bytes] | None = None) -> bytes:
-    """POST a multipart form (the /infer endpoint's format: params, and optionally a file) and return the raw
-    response."""
-    boundary = uuid.uuid4().hex
-    body = f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n".encode()
-    if upload is not None:
-        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{upload[0]}\"\r\n"
-                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + upload[1] + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=600) as response:
-        return response.read()
+    """POST /infer's form (empty params, optionally a file) and return the raw response."""
+    return _multipart(url, files={"file": upload} if upload else None, timeout=600)[1]
 
 
 def _http_error(url: str, upload: tuple[str, bytes] | None = None) -> tuple[int, str]:
     """The status and ``detail`` of an /infer request that is expected to fail."""
     with pytest.raises(urllib.error.HTTPError) as info:
         _multipart_params(url, upload)
+    return info.value.code, json.loads(info.value.read())["detail"]
+
+
+def _http_error_json(url: str, body: dict) -> tuple[int, str]:
+    """The status and ``detail`` of a JSON POST that is expected to fail."""
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _request(url, "POST", body)
     return info.value.code, json.loads(info.value.read())["detail"]
 
 
@@ -172,6 +177,13 @@ def test_monailabel_serves_and_trains_bundles(venv, tmp_path, kind, names):
         cut = (server.studies / "case0.nii.gz").read_bytes()
         code, detail = _http_error(f"{server.url}/infer/{names[0]}?output=image", ("cut.nii.gz", cut[: len(cut) // 2]))
         assert code == 422 and detail.startswith("cannot read the image "), detail
+        wrong = 1 if kind == "brats" else 2  # a CT model sent 2 channels, the BraTS model sent 1
+        data = np.zeros((16, 16, 8, wrong) if wrong > 1 else (16, 16, 8), np.float32)
+        path = tmp_path / "wrong.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        code, detail = _http_error(f"{server.url}/infer/{names[0]}?output=image", ("wrong.nii.gz", path.read_bytes()))
+        takes = "4 (one 4-D NIfTI, channels last)" if kind == "brats" else "1 (a 3-D image)"
+        assert code == 422 and detail.endswith(f" has {wrong} channel(s); model '{names[0]}' takes {takes}."), detail
         # a training that would validate on nothing (3 labelled images, val_split 0.1) and so write no weights
         with pytest.raises(urllib.error.HTTPError) as info:
             _request(f"{server.url}/train/{names[0]}?run_sync=true", "POST", {"max_epochs": 1, "val_split": 0.1})
@@ -254,3 +266,172 @@ def test_setup_refuses_weights_that_do_not_fit_and_takes_values_as_the_readme_wr
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads((tmp_path / "app/model/e2enet_btcv_segmentation/configs/train.json").read_text())
     assert served["channels"] == VALUES["channels"] and served["epoch_length"] == VALUES["epoch_length"]
+
+
+def _readme_monailabel_commands() -> list[str]:
+    """The README's MONAI Label commands, as written: the first shell block of its "MONAI Label" section."""
+    section = (ROOT / "README.md").read_text().split("\n## MONAI Label\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split(" #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def _parts(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart reply, by their form names."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
+
+
+def _nrrd(data: bytes) -> tuple[dict[str, str], np.ndarray]:
+    """Header fields and voxels (x fastest, as NRRD stores them) of an NRRD file."""
+    header, _, payload = data.partition(b"\n\n")
+    fields = {}
+    for line in header.decode().splitlines()[1:]:
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.lstrip("=").strip()
+    if fields.get("encoding") in ("gzip", "gz"):
+        payload = gzip.decompress(payload)
+    dtype = {"unsigned char": np.uint8, "uchar": np.uint8, "uint8": np.uint8}[fields["type"]]
+    sizes = [int(v) for v in fields["sizes"].split()]
+    return fields, np.frombuffer(payload, dtype=dtype).reshape(sizes[::-1]).transpose()
+
+
+def _lps_geometry(fields: dict[str, str]) -> np.ndarray:
+    """The 4x4 voxel-to-LPS matrix an NRRD header describes."""
+    vectors = [[float(v) for v in d.strip("()").split(",")] for d in fields["space directions"].split()]
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(vectors).T
+    matrix[:3, 3] = [float(v) for v in fields["space origin"].strip("()").split(",")]
+    return matrix
+
+
+SLICER = json.dumps(SLICER_PARAMS)
+
+
+def test_readme_commands_and_3d_slicer_requests_on_the_demo_bundle(venv, demo, tmp_path):
+    """
+    The README's three MONAI Label commands, exactly as written, in a folder laid out as a clone after the main
+    command (tools/, demo_output/), only the studies folder and the port replaced; then the requests 3D Slicer's
+    MONAI Label module sends: an upload by PUT /datastore/?image=, /infer by image id with the NRRD params and no
+    output (a multipart reply whose NRRD has the uploaded image's grid in LPS), the same with the top-k model that
+    setup adds, an /infer on an uploaded file, a label save, /info/, /datastore/ and a label save answered within
+    a second while an inference runs, and a training request whose new weights change the next inference.
+    """
+    work, _, _ = demo("btcv")
+    name = "e2enet_btcv_segmentation"
+    install, setup, start = _readme_monailabel_commands()
+    assert setup == f"python tools/monailabel_app.py setup apps/e2enet --bundles demo_output/{name}"
+    assert start == "python tools/monailabel_app.py start apps/e2enet /data/my_studies --port 8000"
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "tools").symlink_to(ROOT / "tools")
+    (clone / "demo_output").symlink_to(work)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in (install, setup):
+        proc = subprocess.run(line, shell=True, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    # the datastore: two labelled training phantoms of the demo
+    studies = tmp_path / "studies"
+    (studies / "labels/final").mkdir(parents=True)
+    for img in sorted((work / "data/RawData/Training/img").glob("*.nii.gz"))[:2]:
+        shutil.copy(img, studies / img.name)
+        shutil.copy(work / "data/RawData/Training/label" / img.name.replace("img", "label"),
+                    studies / "labels/final" / img.name)
+    port = _free_port()
+    line = start.replace("/data/my_studies", str(studies)).replace("--port 8000", f"--port {port}")
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
+    server = subprocess.Popen(line, shell=True, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert server.poll() is None and time.time() < deadline, log_path.read_text()[-4000:]
+            try:
+                info = json.loads(_request(f"{url}/info/", timeout=5))
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(2)
+        fast = name + "_fast"
+        assert set(info["models"]) == {name, fast} and set(info["trainers"]) == {name}
+        assert info["models"][name]["labels"] == info["models"][fast]["labels"] == _expected_labels(name)
+
+        # upload as Slicer does: an image stored left-posterior-superior, so the geometry check means something
+        source = nib.load(str(sorted((work / "data/RawData/Testing/img").glob("*.nii.gz"))[0]))
+        ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(source.affine),
+                                               nib.orientations.axcodes2ornt(("L", "P", "S")))
+        image = source.as_reoriented(ornt)
+        upload = tmp_path / "upload.nii.gz"
+        nib.save(image, upload)
+        _multipart(f"{url}/datastore/?image=ct_upload", "PUT", {"params": "{}"},
+                   {"file": ("ct_upload.nii.gz", upload.read_bytes())})
+        assert "ct_upload" in json.loads(_request(f"{url}/datastore/?output=all"))["objects"]
+        expected = np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.affine  # RAS to LPS
+        seconds, labels = {}, {}
+        for model in (name, fast):
+            t0 = time.time()
+            content_type, body = _multipart(f"{url}/infer/{model}?image=ct_upload", fields={"params": SLICER})
+            seconds[model] = time.time() - t0
+            parts = _parts(content_type, body)
+            assert set(parts) == {"params", "image"}, list(parts)
+            fields, labels[model] = _nrrd(parts["image"])
+            assert fields["space"] == "left-posterior-superior"
+            assert labels[model].shape == image.shape
+            assert np.allclose(_lps_geometry(fields), expected, atol=1e-4), (fields, expected)
+            assert set(np.unique(labels[model])) <= {0, *_expected_labels(name).values()}
+            assert len(np.unique(labels[model])) > 3  # the trained demo finds organs
+        print(f"MONAI Label /infer of a {image.shape} phantom: " +
+              ", ".join(f"{m} {s:.1f} s" for m, s in seconds.items()))
+        # Slicer's "run on this volume" without uploading first: the image as a file part, no image id
+        content_type, body = _multipart(f"{url}/infer/{name}?image=", fields={"params": SLICER},
+                                        files={"file": ("volume.nii.gz", upload.read_bytes())})
+        assert np.array_equal(_nrrd(_parts(content_type, body)["image"])[1], labels[name])
+
+        # the server keeps answering while an inference runs: a larger volume (the phantom tiled 3 x 3 x 2, seconds
+        # of sliding window), inferred in the background
+        big = tmp_path / "big.nii.gz"
+        nib.save(nib.Nifti1Image(np.tile(np.asarray(image.dataobj), (3, 3, 2)), image.affine), big)
+        _multipart(f"{url}/datastore/?image=ct_big", "PUT", {"params": "{}"}, {"file": ("ct_big.nii.gz",
+                                                                                 big.read_bytes())})
+        running = threading.Thread(target=_multipart, args=(f"{url}/infer/{name}?image=ct_big",),
+                                   kwargs={"fields": {"params": SLICER}})
+        running.start()
+        time.sleep(1.0)
+        waits = {}
+        for what, call in (("info", lambda: _request(f"{url}/info/", timeout=30)),
+                           ("datastore", lambda: _request(f"{url}/datastore/?output=all", timeout=30)),
+                           ("label save", lambda: _multipart(
+                               f"{url}/datastore/label?image=ct_upload&tag=final", "PUT", {"params": "{}"},
+                               {"label": ("ct_upload.nrrd", parts["image"])}, timeout=30))):
+            t0 = time.time()
+            call()
+            waits[what] = time.time() - t0
+        still_running = running.is_alive()
+        running.join()
+        assert still_running, "the inference ended before the other requests were timed: make the volume larger"
+        assert all(w < 1.0 for w in waits.values()), waits
+        stored = json.loads(_request(f"{url}/datastore/?output=all"))["objects"]["ct_upload"]
+        assert "final" in stored["labels"]
+
+        # training on the three labelled images writes new weights, and the next inference uses them
+        code, detail = _http_error_json(f"{url}/train/{fast}?run_sync=true", {"max_epochs": 1})
+        assert code == 404 and detail == f"unknown model '{fast}'; this server trains: {name}."
+        weights = clone / "apps/e2enet/model" / name / "models/model.pt"
+        old = hashlib.sha256(weights.read_bytes()).hexdigest()
+        _request(f"{url}/train/{name}?run_sync=true", "POST", {"max_epochs": 1, "val_split": 0.5})
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() != old
+        content_type, body = _multipart(f"{url}/infer/{name}?image=ct_upload", fields={"params": SLICER})
+        assert not np.array_equal(_nrrd(_parts(content_type, body)["image"])[1], labels[name])
+    except Exception:
+        print(log_path.read_text()[-6000:])
+        raise
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()

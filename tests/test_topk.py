@@ -209,3 +209,56 @@ def test_k_zero_is_the_global_network_alone():
     assert out.shape == (1, C, 37, 40, 29) and torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="k must be >= 0"):
         TopKPatchInferer(k=-1)
+
+
+def _dense_blend(coarse, patches, boxes, spatial, weight, downsample):
+    """The aggregation written out densely: weighted sums over the whole volume, then coarse where no patch."""
+    total = torch.zeros(coarse.shape[0], coarse.shape[1], *spatial)
+    count = torch.zeros(coarse.shape[0], 1, *spatial)
+    for patch, (b, origin) in zip(patches, boxes):
+        region = (b, slice(None), *(slice(o, o + r) for o, r in zip(origin, weight.shape)))
+        total[region] += weight * patch
+        count[region] += weight
+    up = F.interpolate(coarse, scale_factor=downsample, mode="trilinear", align_corners=False)
+    up = up[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+    return torch.where(count > 0, total / count.clamp_min(1e-12), up)
+
+
+def test_blend_holds_only_the_refined_cells_and_its_labels_are_the_argmax_of_its_logits():
+    from e2enet_monai.networks.blocks import PatchAccumulator
+
+    torch.manual_seed(0)
+    spatial, roi, downsample = (40, 36, 30), (16, 16, 16), 2
+    grid = CandidateGrid.build(spatial, roi, 0.5)
+    boxes = [(0, grid.origin(i)) for i in (0, 1, len(grid) - 1)] + [(1, grid.origin(3))]  # overlapping, edge
+    weight = torch.rand(roi) + 0.1
+    coarse = torch.randn(2, C, 20, 18, 15)
+    patches = torch.randn(len(boxes), C, *roi)
+    blend = PatchAccumulator(2, C, spatial, weight, boxes)
+    blend.add(patches[:2], boxes[:2])  # in batches, as inference adds them
+    blend.add(patches[2:], boxes[2:])
+    covered = torch.zeros(2, *spatial, dtype=torch.bool)
+    for b, origin in boxes:
+        covered[(b, *(slice(o, o + r) for o, r in zip(origin, roi)))] = True
+    held = sum(total.numel() for total, _ in blend.cells.values())
+    assert held == C * int(covered.sum()) < C * covered.numel() // 2  # the refined region, not the volume
+    logits = blend.result(coarse, downsample)
+    assert torch.allclose(logits, _dense_blend(coarse, patches, boxes, spatial, weight, downsample), atol=1e-5)
+    assert torch.equal(blend.labels(coarse, downsample), logits.argmax(1, keepdim=True).to(torch.uint8))
+    assert torch.equal(blend.labels(coarse, downsample, sigmoid=True), (logits > 0).to(torch.uint8))
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 10**6])
+def test_label_output_is_the_argmax_of_the_logits_output(k):
+    model = make_model().eval()
+    x = torch.rand(2, 1, 37, 40, 29)
+    logits, picks = topk_patch_inference(x, model, k=k)
+    labels, same = topk_patch_inference(x, model, k=k, output="labels")
+    assert [p[0] for p in picks] == [p[0] for p in same]
+    assert labels.dtype == torch.uint8 and labels.shape == (2, 1, 37, 40, 29)
+    assert torch.equal(labels, logits.argmax(1, keepdim=True).to(torch.uint8))
+    sigmoid = make_model(sigmoid=True).eval()
+    logits, _ = topk_patch_inference(x, sigmoid, k=k)
+    assert torch.equal(TopKPatchInferer(k=k, output="labels")(x, sigmoid), (logits > 0).to(torch.uint8))
+    with pytest.raises(ValueError, match="output one of \\('logits', 'labels'\\)"):
+        TopKPatchInferer(output="probabilities")

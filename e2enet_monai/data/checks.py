@@ -31,16 +31,30 @@ __all__ = ["check_image", "check_label", "load_volume"]
 
 
 def load_volume(path: str | os.PathLike, what: str = "image") -> nib.Nifti1Image:
-    """Load ``path`` with every voxel decompressed (a truncated or corrupt file fails here, naming the file)."""
+    """
+    Load ``path`` with every voxel decompressed (a truncated or corrupt file fails here, naming the file). NIfTI is
+    read with nibabel; other formats (NRRD, as 3D Slicer saves labels into MONAI Label, MHA, ...) with MONAI's
+    ``LoadImage``, the reader the bundles' transforms use too, and returned as a NIfTI image with the RAS affine
+    MONAI gives it, so grids compare alike.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist.")
+    if path.name.endswith((".nii", ".nii.gz")):
+        try:
+            img = nib.load(str(path))
+            np.asarray(img.dataobj)
+        except Exception as e:
+            raise InputError(f"{what} {path} cannot be read as NIfTI ({type(e).__name__}: {e}).") from e
+        return img
     try:
-        img = nib.load(str(path))
-        np.asarray(img.dataobj)
+        from monai.transforms import LoadImage
+
+        data, meta = LoadImage(image_only=False)(str(path))
+        return nib.Nifti1Image(np.asarray(data), np.asarray(meta["affine"], dtype=np.float64))
     except Exception as e:
-        raise InputError(f"{what} {path} cannot be read as NIfTI ({type(e).__name__}: {e}).") from e
-    return img
+        raise InputError(f"{what} {path} cannot be read ({type(e).__name__}: {e}); files other than NIfTI are read "
+                         f"by MONAI's ITK reader: pip install itk.") from e
 
 
 def _spatial(img: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
@@ -132,7 +146,7 @@ def check_label(label: str | os.PathLike, image: str | os.PathLike, label_values
     lbl = load_volume(label, "label")
     if not image.is_file():
         raise InputError(f"image {image} does not exist.")
-    img = nib.load(str(image))  # its grid only: callers have read (and checked) its voxels already
+    img = nib.load(str(image)) if image.name.endswith((".nii", ".nii.gz")) else load_volume(image)
     if tuple(lbl.shape[:3]) != tuple(img.shape[:3]) or not np.allclose(lbl.affine, img.affine, atol=1e-3):
         raise InputError(f"label {label} is on another grid than its image {image}: shape {tuple(lbl.shape)} vs "
                          f"{tuple(img.shape)}, affine diagonal {np.round(np.diag(lbl.affine)[:3], 3).tolist()} vs "

@@ -6,15 +6,18 @@ from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import convert_to_dst_type
 
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
 from e2enet_monai.utils.patches import CandidateGrid, box_slices, upsample_region
 
-__all__ = ["MODES", "TopKPatchInferer", "TopKPatchModel", "topk_patch_inference"]
+__all__ = ["MODES", "OUTPUTS", "TopKPatchInferer", "TopKPatchModel", "topk_patch_inference"]
 
 MODES = ("topk", "sample")
+OUTPUTS = ("logits", "labels")
 
 
 @runtime_checkable
@@ -25,6 +28,7 @@ class TopKPatchModel(Protocol):
     overlap: float
     k: int
     downsample: int
+    sigmoid: bool
 
     def global_forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, in, *S)`` -> coarse logits ``(B, C, *s)`` and the score feature."""
@@ -42,9 +46,10 @@ class TopKPatchModel(Protocol):
         """Blending weights ``(*roi)``."""
 
 
-def _check_settings(k: int | None, mode: str, patch_batch_size: int) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+def _check_settings(k: int | None, mode: str, patch_batch_size: int, output: str) -> None:
+    if mode not in MODES or output not in OUTPUTS:
+        raise ValueError(f"mode must be one of {MODES} and output one of {OUTPUTS}, got mode={mode!r}, "
+                         f"output={output!r}.")
     if (k is not None and int(k) < 0) or int(patch_batch_size) < 1:
         raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
 
@@ -76,6 +81,7 @@ def topk_patch_inference(
     k_max: int | None = None,
     patch_batch_size: int = 4,
     progress: bool = False,
+    output: str = "logits",
 ) -> tuple[torch.Tensor, list[tuple[list[int], CandidateGrid]]]:
     """
     Segment whole volumes with a top-k patch model: pad to at least ``roi_size`` (symmetric, as sliding window,
@@ -98,15 +104,19 @@ def topk_patch_inference(
         k_max: upper bound of adaptive K (default: all candidates).
         patch_batch_size: patches per local-network call.
         progress: show a tqdm bar over patch batches.
+        output: ``"logits"``, or ``"labels"``: the label map of those logits (argmax; every channel thresholded at
+            0 for a sigmoid model), built one slab at a time, so only the refined patches' region is ever held as
+            full-resolution class logits (see :class:`~e2enet_monai.networks.blocks.PatchAccumulator`).
 
     Returns:
-        logits ``(B, num_classes, *S)`` (float32) and, per volume, the chosen candidate indices with their grid.
+        logits ``(B, num_classes, *S)`` (float32), or labels (uint8, ``(B, 1, *S)``; ``(B, num_classes, *S)`` for
+        a sigmoid model), and, per volume, the chosen candidate indices with their grid.
     """
     if not isinstance(network, TopKPatchModel):
         raise TypeError(f"top-k patch inference needs a top-k patch network (e.g. NMSWNet: global_forward, "
                         f"candidate_scores, local_forward, fuse, importance_map), got {type(network).__name__}; use "
                         f"SlidingWindowInferer for a plain segmenter.")
-    _check_settings(k, mode, patch_batch_size)
+    _check_settings(k, mode, patch_batch_size, output)
     k = network.k if k is None else int(k)
     roi = tuple(int(r) for r in network.roi_size)
     if inputs.dim() != 2 + len(roi):
@@ -125,8 +135,8 @@ def topk_patch_inference(
         scores = network.candidate_scores(coarse, feature, grid).float()
         selection = _select(scores, k, mode, seed, mass, k_min, k_max)
 
-    blend = PatchAccumulator(x.shape[0], coarse.shape[1], size, network.importance_map(x.device, torch.float32))
     jobs = [(b, grid.origin(i)) for b, sel in enumerate(selection) for i in sel]
+    blend = PatchAccumulator(x.shape[0], coarse.shape[1], size, network.importance_map(x.device, torch.float32), jobs)
     batches = [jobs[j : j + int(patch_batch_size)] for j in range(0, len(jobs), int(patch_batch_size))]
     if progress:
         from tqdm import tqdm
@@ -138,9 +148,15 @@ def topk_patch_inference(
         coarse_boxes = torch.cat([upsample_region(coarse[b : b + 1], org, roi, network.downsample)
                                   for b, org in batch])
         blend.add(network.fuse(local, coarse_boxes.to(local.dtype)), batch)
-    out = blend.result(coarse.float(), network.downsample)
+    if output == "labels":
+        out = blend.labels(coarse.float(), network.downsample, sigmoid=bool(network.sigmoid))
+    else:
+        out = blend.result(coarse.float(), network.downsample)
     crop = (slice(None), slice(None), *(slice(a, a + s) for (a, _), s in zip(pads, spatial)))
-    return out[crop], [(sel, grid) for sel in selection]
+    out = out[crop]
+    if isinstance(inputs, MetaTensor):  # the input's metadata, as MONAI's sliding window returns it
+        out = convert_to_dst_type(out, inputs, dtype=out.dtype)[0]
+    return out, [(sel, grid) for sel in selection]
 
 
 class TopKPatchInferer(Inferer):
@@ -155,7 +171,8 @@ class TopKPatchInferer(Inferer):
 
     Args:
         k: patches per volume; ``None``: the model's ``k``; ``0``: the global network alone.
-        mode, seed, mass, k_min, k_max, patch_batch_size, progress: as :func:`topk_patch_inference`.
+        mode, seed, mass, k_min, k_max, patch_batch_size, progress, output: as :func:`topk_patch_inference`
+            (``output="labels"`` returns the uint8 label map, for a postprocessing that takes labels).
 
     After each call, ``last_selection`` holds, per batch item, the chosen candidate indices and the grid.
     """
@@ -170,9 +187,10 @@ class TopKPatchInferer(Inferer):
         k_max: int | None = None,
         patch_batch_size: int = 4,
         progress: bool = False,
+        output: str = "logits",
     ) -> None:
         super().__init__()
-        _check_settings(k, mode, patch_batch_size)  # at construction: a bad config fails before any inference
+        _check_settings(k, mode, patch_batch_size, output)  # at construction: a bad config fails before any work
         self.k = None if k is None else int(k)
         self.mode = mode
         self.seed = int(seed)
@@ -181,11 +199,12 @@ class TopKPatchInferer(Inferer):
         self.k_max = k_max
         self.patch_batch_size = int(patch_batch_size)
         self.progress = progress
+        self.output = output
         self.last_selection: list[tuple[list[int], CandidateGrid]] = []
 
     def __call__(self, inputs: torch.Tensor, network: TopKPatchModel, *args: object, **kwargs: object) -> torch.Tensor:
-        """``(B, C_in, *S)`` -> logits ``(B, num_classes, *S)``."""
+        """``(B, C_in, *S)`` -> logits ``(B, num_classes, *S)`` (labels with ``output="labels"``)."""
         out, self.last_selection = topk_patch_inference(
             inputs, network, self.k, self.mode, self.seed, self.mass, self.k_min, self.k_max, self.patch_batch_size,
-            self.progress)
+            self.progress, self.output)
         return out

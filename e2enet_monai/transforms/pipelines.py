@@ -178,7 +178,7 @@ def brats_transforms(
 
 
 def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
-                      output_postfix: str = "seg", invert_labels: bool = False) -> Compose:
+                      output_postfix: str = "seg", invert_labels: bool = False, labels_in: bool = False) -> Compose:
     """
     Turn ``pred`` logits ``(C, *network grid)`` into a uint8 label map ``(1, *input grid)`` and (when
     ``output_dir`` is given) write ``<output_dir>/<case>/<case>_<postfix>.nii.gz`` without overwriting.
@@ -186,33 +186,42 @@ def ct_postprocessing(preprocessing: Compose, output_dir: str | None = None, ove
     By default the softmax probabilities are inverted (trilinear) back to the input grid, then argmax'ed: smooth
     boundaries, but C full-size float channels. ``invert_labels=True`` argmaxes on the network grid and inverts
     the label map by nearest neighbour: one channel instead of C, several times faster and lighter on a
-    512x512 CT, with boundaries on the network grid (steps of up to one resampled voxel).
+    512x512 CT, with boundaries on the network grid (steps of up to one resampled voxel). ``labels_in=True``: the
+    inferer already gave the label map ``(1, *network grid)`` (top-k's ``output="labels"``); it is inverted by
+    nearest neighbour.
     """
+    if labels_in:
+        return _label_map_chain(preprocessing, [], None, True, output_dir, overwrite, output_postfix)
     activation = [] if invert_labels else [Activationsd("pred", softmax=True)]  # argmax needs no softmax
     return _label_map_chain(preprocessing, activation, ArgMaxd("pred"),
                             invert_labels, output_dir, overwrite, output_postfix)
 
 
 def brats_postprocessing(preprocessing: Compose, output_dir: str | None = None, overwrite: bool = False,
-                         enhancing_value: int = 3, output_postfix: str = "seg", invert_labels: bool = False) -> Compose:
+                         enhancing_value: int = 3, output_postfix: str = "seg", invert_labels: bool = False,
+                         labels_in: bool = False) -> Compose:
     """
     Sigmoid, threshold the TC/WT/ET channels at 0.5 and turn them into one label map ``(1, *input grid)``
     (0 background, 1 necrotic core, 2 edema, ``enhancing_value`` enhancing), inverted back to the input grid;
     optionally write it. By default the probabilities are inverted (trilinear) before thresholding;
     ``invert_labels=True`` builds the label map on the network grid and inverts it by nearest neighbour (faster,
-    one channel instead of three).
+    one channel instead of three). ``labels_in=True``: the inferer already thresholded the channels (0/1, top-k's
+    ``output="labels"``); the label map is built from them on the network grid and inverted by nearest neighbour.
     """
-    return _label_map_chain(preprocessing, [Activationsd("pred", sigmoid=True)],
-                            RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value), invert_labels, output_dir,
-                            overwrite, output_postfix)
+    to_labels = RegionsToBraTSLabeld("pred", enhancing_value=enhancing_value)
+    if labels_in:
+        return _label_map_chain(preprocessing, [], to_labels, True, output_dir, overwrite, output_postfix)
+    return _label_map_chain(preprocessing, [Activationsd("pred", sigmoid=True)], to_labels, invert_labels,
+                            output_dir, overwrite, output_postfix)
 
 
-def _label_map_chain(preprocessing: Compose, activation: list, to_labels: MapTransform, invert_labels: bool,
+def _label_map_chain(preprocessing: Compose, activation: list, to_labels: MapTransform | None, invert_labels: bool,
                      output_dir: str | None, overwrite: bool, postfix: str) -> Compose:
-    """``activation`` and ``to_labels`` with the inversion of ``preprocessing`` between them (probabilities,
-    trilinear) or after them (``invert_labels``: the label map, nearest neighbour); then the saver if asked."""
+    """``activation`` and ``to_labels`` (``None``: ``pred`` is a label map already) with the inversion of
+    ``preprocessing`` between them (probabilities, trilinear) or after them (``invert_labels``: the label map,
+    nearest neighbour); then the saver if asked."""
     if invert_labels:
-        chain = [*activation, to_labels,
+        chain = [*activation, *([to_labels] if to_labels is not None else []),
                  Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True, to_tensor=True),
                  CastToTyped("pred", dtype=torch.uint8)]
     else:

@@ -13,7 +13,8 @@ from pathlib import Path
 from e2enet_monai.apps.config_values import set_config_values
 from e2enet_monai.bundle.checks import check_weights_fit_configs
 
-__all__ = ["MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command", "setup_app"]
+__all__ = ["FAST_SUFFIX", "MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command",
+           "setup_app"]
 
 # MONAI Label 0.8.5 does not import beside the CPU torch 2.13 (its torchvision fails); this set works together
 MONAILABEL_REQUIREMENTS = (
@@ -29,6 +30,8 @@ APP_PYTHON = "e2enet_python"
 STOCK_IMPORT = "from monailabel.tasks.infer.bundle import BundleInferTask"
 STOCK_CLASS = "class MyApp(MONAILabelApp):"
 APP_CHECKS = Path(__file__).with_name("app_files") / "e2enet_app.py"
+# a bundle with trained top-k weights is also served as "<name>_fast": top-k inference, infer only
+FAST_SUFFIX = "_fast"
 
 
 def default_venv() -> Path:
@@ -70,6 +73,12 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
     Build ``app_dir`` from MONAI Label's stock ``monaibundle`` sample app (shipped inside the MONAI Label
     environment), with each bundle copied to ``<app_dir>/model/<name>`` and our one-class extension that takes the
     label names of a post-processed label map (the BraTS bundle) from the bundle's metadata.
+
+    A bundle that also holds trained top-k weights (``models/model_topk.pt``, e.g. the demo's) is served a second
+    time as ``<name>_fast`` (:data:`FAST_SUFFIX`): its ``inference.json`` is the bundle's with
+    ``inference_topk.json`` on top and its ``models/model.pt`` the top-k weights, so a 3D Slicer user can pick
+    top-k inference; it has no ``train.json`` (MONAI Label trains the sliding-window model; the fast one keeps its
+    weights).
 
     Args:
         app_dir: app folder to create.
@@ -117,12 +126,30 @@ def setup_app(app_dir: str | os.PathLike, bundles: Sequence[str | os.PathLike], 
         # POST /train is the annotator's request to replace the served model.pt, which training otherwise refuses
         set_config_values(dest, SERVED_TRAIN_VALUES, ["train.json"])
         set_config_values(dest, values or {}, ["inference.json", "train.json"])
-        try:  # MONAI Label would answer every /infer with HTTP 500 (a size mismatch in its log only)
-            check_weights_fit_configs(dest)
-        except Exception:
-            shutil.rmtree(app)
-            raise
+        served = [dest]
+        if (Path(bundle) / "models/model_topk.pt").is_file():
+            served.append(_fast_copy(dest, app / "model" / f"{dest.name}{FAST_SUFFIX}", Path(bundle)))
+        for folder in served:
+            try:  # MONAI Label would answer every /infer with HTTP 500 (a size mismatch in its log only)
+                check_weights_fit_configs(folder)
+            except Exception:
+                shutil.rmtree(app)
+                raise
     return app
+
+
+def _fast_copy(served: Path, fast: Path, bundle: Path) -> Path:
+    """The served copy ``served`` as a top-k model at ``fast``: merged inference config, top-k weights, no training
+    configs."""
+    shutil.copytree(served, fast, ignore=shutil.ignore_patterns("models", "train*.json", "multi_gpu_*.json",
+                                                                  "evaluate.json", "inference_topk.json"))
+    configs = served / "configs"
+    merged = {**json.loads((configs / "inference.json").read_text()),
+              **json.loads((configs / "inference_topk.json").read_text())}
+    (fast / "configs/inference.json").write_text(json.dumps(merged, indent=4) + "\n")
+    (fast / "models").mkdir()
+    shutil.copy2(bundle / "models/model_topk.pt", fast / "models/model.pt")
+    return fast
 
 
 def server_command(app_dir: str | os.PathLike, studies: str | os.PathLike, models: Sequence[str], port: int = 8000,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -10,52 +11,109 @@ from e2enet_monai.utils.patches import box_slices, upsample_region
 
 __all__ = ["PatchAccumulator"]
 
+Box = tuple[int, Sequence[int]]  # (batch index, origin)
+
 
 class PatchAccumulator:
     """
     The one aggregation of top-k patch segmentation, used by :class:`~e2enet_monai.networks.NMSWNet` in training and
     by :func:`~e2enet_monai.inferers.topk_patch_inference`: a ``weight_map``-weighted sum of patches (MONAI's
-    Gaussian blending), normalised where any patch landed, the coarse logits upsampled one slab at a time elsewhere,
-    so the full-resolution coarse map is never held whole. Differentiable with respect to the patches.
+    Gaussian blending), normalised where any patch landed, the coarse logits upsampled elsewhere. Differentiable
+    with respect to the patches.
+
+    Only the refined region is ever held at full resolution: the volume is cut along every patch face into cells,
+    and sums are kept for the cells that the declared ``boxes`` cover. :meth:`result` returns the dense logits;
+    :meth:`labels` returns the label map one slab at a time, so a whole volume of class logits never exists (the same
+    labels as ``result().argmax(1)``: every voxel gets the same floating-point operations in the same order).
 
     Args:
         batch: volumes B.
         channels: classes C.
         spatial: volume size S.
         weight_map: blending weights of one patch ``(*roi)``.
+        boxes: every (batch index, origin) that :meth:`add` will be given.
         dtype: accumulation dtype.
 
-    Shape: :meth:`add` takes patches ``(n, C, *roi)``; :meth:`result` returns ``(B, C, *S)``.
+    Shape: :meth:`add` takes patches ``(n, C, *roi)``; :meth:`result` returns ``(B, C, *S)``, :meth:`labels`
+    ``(B, 1, *S)`` (or ``(B, C, *S)`` for independent sigmoid channels), uint8.
     """
 
     def __init__(self, batch: int, channels: int, spatial: Sequence[int], weight_map: torch.Tensor,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 boxes: Sequence[Box], dtype: torch.dtype = torch.float32) -> None:
+        self.batch, self.channels, self.spatial = int(batch), int(channels), tuple(int(s) for s in spatial)
         self.weight_map = weight_map.to(dtype)
         self.roi_size = tuple(weight_map.shape)
+        self.dtype = dtype
+        # every face of every box cuts its axis: each box is then a union of whole cells
+        self.cuts = [sorted({0, size, *(int(o[a]) for _, o in boxes), *(int(o[a]) + r for _, o in boxes)})
+                     for a, (size, r) in enumerate(zip(self.spatial, self.roi_size))]
+        self.cells: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         device = weight_map.device
-        self.total = torch.zeros((batch, channels, *spatial), device=device, dtype=dtype)
-        self.count = torch.zeros((batch, 1, *spatial), device=device, dtype=dtype)
+        for b, origin in boxes:
+            for cell in self._cells_of(origin):
+                if (b, *cell) not in self.cells:
+                    shape = [self.cuts[a][i + 1] - self.cuts[a][i] for a, i in enumerate(cell)]
+                    self.cells[(b, *cell)] = (torch.zeros((channels, *shape), device=device, dtype=dtype),
+                                              torch.zeros((1, *shape), device=device, dtype=dtype))
 
-    def add(self, patches: torch.Tensor, boxes: Sequence[tuple[int, Sequence[int]]]) -> None:
-        """Add patch ``j`` of ``patches`` ``(n, C, *roi)`` at ``boxes[j]`` = (batch index, origin)."""
+    def _cells_of(self, origin: Sequence[int]) -> Iterator[tuple[int, ...]]:
+        """Indices (one interval per axis) of the cells the box at ``origin`` covers."""
+        ranges = [range(cuts.index(int(o)), cuts.index(int(o) + r)) for cuts, o, r in
+                  zip(self.cuts, origin, self.roi_size)]
+        return itertools.product(*ranges)
+
+    def _cell_box(self, cell: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        start = tuple(self.cuts[a][i] for a, i in enumerate(cell))
+        return start, tuple(self.cuts[a][i + 1] - s for a, (i, s) in enumerate(zip(cell, start)))
+
+    def add(self, patches: torch.Tensor, boxes: Sequence[Box]) -> None:
+        """Add patch ``j`` of ``patches`` ``(n, C, *roi)`` at ``boxes[j]`` = (batch index, origin), one of the
+        boxes declared at construction."""
         for patch, (b, origin) in zip(patches, boxes):
-            region = (b, slice(None), *box_slices(origin, self.roi_size))
-            self.total[region] += self.weight_map * patch.to(self.total.dtype)
-            self.count[region] += self.weight_map
+            for cell in self._cells_of(origin):
+                start, size = self._cell_box(cell)
+                local = box_slices([s - o for s, o in zip(start, origin)], size)
+                total, count = self.cells[(b, *cell)]
+                weight = self.weight_map[local]
+                total += weight * patch[(slice(None), *local)].to(self.dtype)
+                count += weight
+
+    def _slabs(self, coarse: torch.Tensor, downsample: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(z, depth, logits)``: the blended logits ``(B, C, depth, *S[1:])`` of one slab of depth ``roi[0]``."""
+        size = self.spatial
+        slab = max(1, self.roi_size[0])
+        for z in range(0, size[0], slab):
+            depth = min(slab, size[0] - z)
+            values = upsample_region(coarse, (z, *([0] * (len(size) - 1))), (depth, *size[1:]), downsample)
+            values = values.to(self.dtype)
+            for (b, *cell), (total, count) in self.cells.items():
+                start, shape = self._cell_box(cell)
+                lo, hi = max(z, start[0]), min(z + depth, start[0] + shape[0])
+                if lo >= hi:
+                    continue
+                inside = (slice(None), slice(lo - start[0], hi - start[0]))  # the cell's own (C, d, ...) tensors
+                region = (b, slice(None), slice(lo - z, hi - z), *box_slices(start[1:], shape[1:]))
+                part = count[inside]
+                values[region] = torch.where(part > 0, total[inside] / part.clamp_min(1e-12), values[region])
+            yield z, depth, values
 
     def result(self, coarse: torch.Tensor, downsample: int) -> torch.Tensor:
         """
         The blended volume ``(B, C, *S)``: weighted mean of the patches where any landed, ``coarse`` ``(B, C, *s)``
         (the global network's logits, ``S / s = downsample`` up to end padding) upsampled trilinearly elsewhere.
-        Call once; the accumulator's buffer becomes the result.
         """
-        size = self.total.shape[2:]
-        slab = max(1, self.roi_size[0])
-        for z in range(0, size[0], slab):
-            depth = min(slab, size[0] - z)
-            region = (slice(None), slice(None), slice(z, z + depth))
-            up = upsample_region(coarse, (z, *([0] * (len(size) - 1))), (depth, *size[1:]), downsample)
-            count = self.count[region]
-            self.total[region] = torch.where(count > 0, self.total[region] / count.clamp_min(1e-12),
-                                             up.to(self.total.dtype))
-        return self.total
+        out = torch.empty((self.batch, self.channels, *self.spatial), device=coarse.device, dtype=self.dtype)
+        for z, depth, values in self._slabs(coarse, downsample):
+            out[:, :, z : z + depth] = values
+        return out
+
+    def labels(self, coarse: torch.Tensor, downsample: int, sigmoid: bool = False) -> torch.Tensor:
+        """
+        The label map of :meth:`result`, built slab by slab: the argmax ``(B, 1, *S)`` of the logits, or with
+        ``sigmoid`` every channel thresholded at logit 0 (probability 0.5) ``(B, C, *S)``; uint8.
+        """
+        out = torch.empty((self.batch, self.channels if sigmoid else 1, *self.spatial), device=coarse.device,
+                          dtype=torch.uint8)
+        for z, depth, values in self._slabs(coarse, downsample):
+            out[:, :, z : z + depth] = (values > 0) if sigmoid else values.argmax(1, keepdim=True)
+        return out

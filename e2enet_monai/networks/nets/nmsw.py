@@ -230,7 +230,7 @@ class NMSWNet(nn.Module):
         fused = self.fuse(local[: len(boxes)], torch.cat([
             upsample_region(coarse_detached[b : b + 1], org, self.roi_size, self.downsample) for b, org in boxes]))
         blend = PatchAccumulator(image.shape[0], self.num_classes, spatial,
-                                 self.importance_map(image.device, local.dtype), dtype=local.dtype)
+                                 self.importance_map(image.device, local.dtype), boxes, dtype=local.dtype)
         blend.add(fused, boxes)
         return NMSWOutput(pred=blend.result(coarse_detached, self.downsample), coarse=coarse, local=local,
                           local_boxes=boxes + extra, scores=scores, padded_size=self.padded_size(spatial))

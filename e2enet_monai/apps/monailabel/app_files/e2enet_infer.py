@@ -12,7 +12,9 @@ It also works around a clash between MONAI 1.6's ``Spacingd`` and MONAI Label: `
 starting with ``image_`` as a metadata dict and calls ``.update`` on it, and MONAI Label puts the string
 ``image_path`` in the request, so any bundle resampling ``image`` fails; ``image_path`` is set aside during the
 pre-transforms. An image that cannot be read (a truncated or corrupt upload) is answered with HTTP 422 and the
-reader's message, where MONAI Label would answer a bare 500.
+reader's message, and an image with another number of channels than the bundle takes (a 4-channel BraTS case sent
+to a CT model, a CT to the BraTS model) with HTTP 422 naming both counts, before the network runs, where MONAI
+Label would answer a bare 500.
 """
 
 import json
@@ -37,6 +39,8 @@ class BundleInferTask(_MonaiLabelBundleInferTask):
     def run_pre_transforms(self, data, transforms):
         path = data.pop("image_path", None)
         image = data.get("image")
+        if isinstance(image, str):
+            self._check_channels(image)
         try:
             data = super().run_pre_transforms(data, transforms)
         except Exception as error:  # the loader is the first transform; anything it raises means an unusable file
@@ -47,6 +51,34 @@ class BundleInferTask(_MonaiLabelBundleInferTask):
         if path is not None:
             data["image_path"] = path
         return data
+
+    def _check_channels(self, image):
+        """422 for an image with another number of channels than the bundle's ``in_channels``, from its header."""
+        expected, got = self.bundle_config.get("in_channels"), _channels(image)
+        if expected is not None and got is not None and got != int(expected):
+            form = "one 4-D NIfTI, channels last" if int(expected) > 1 else "a 3-D image"
+            raise HTTPException(status_code=422, detail=f"{os.path.basename(image)!r} has {got} channel(s); model "
+                                                        f"{os.path.basename(self.bundle_path)!r} takes {int(expected)} "
+                                                        f"({form}).")
+
+
+def _channels(path):
+    """Channels of the image file at ``path`` from its header (NIfTI: a 4th axis; ITK's components otherwise), or
+    None when the header cannot be read (the reader then says why)."""
+    try:
+        if path.endswith((".nii", ".nii.gz")):
+            import nibabel
+
+            shape = nibabel.load(path).shape
+            return int(shape[3]) if len(shape) > 3 else 1
+        import itk
+
+        reader = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        return int(reader.GetNumberOfComponents())
+    except Exception:
+        return None
 
 
 def _readable(path):
