@@ -24,3 +24,14 @@ def random_weights_copy(source: Path, folder: Path, configs=("inference.json",),
     (bundle / "models").mkdir()
     torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models/model.pt")
     return bundle
+
+
+def btcv_case(root: Path) -> tuple[Path, Path]:
+    """A BTCV random-weights copy (both inference configs with the CPU demo network) and one 96 x 96 x 32 phantom CT
+    to infer on, under ``root``."""
+    from e2enet_monai.bundle.registry import bundle_path
+    from e2enet_monai.data import write_synthetic
+
+    bundle = random_weights_copy(bundle_path("btcv"), root, configs=("inference.json", "inference_topk.json"))
+    raw = write_synthetic("btcv", root / "raw", num_train=0, num_test=1, shape=(96, 96, 32))
+    return bundle, sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from bundle_copies import random_weights_copy
+from bundle_copies import btcv_case as make_btcv_case
 from docs_commands import docs_command
 from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer, SlidingWindowInferer
@@ -20,7 +20,6 @@ from test_topk import make_model
 
 from e2enet_monai.bundle import load_ensemble
 from e2enet_monai.bundle.registry import bundle_path
-from e2enet_monai.data import write_synthetic
 from e2enet_monai.inferers import EnsembleInferer, TopKPatchInferer, mirror_flips
 from e2enet_monai.utils.errors import InputError
 
@@ -147,10 +146,7 @@ def _segment(*args):
 
 @pytest.fixture(scope="module")
 def btcv_case(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ens")
-    bundle = random_weights_copy(bundle_path("btcv"), root, configs=("inference.json", "inference_topk.json"))
-    raw = write_synthetic("btcv", root / "raw", num_train=0, num_test=1, shape=(96, 96, 32))
-    return bundle, sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))[0]
+    return make_btcv_case(tmp_path_factory.mktemp("ens"))
 
 
 def _labels(out, image):

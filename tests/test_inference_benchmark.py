@@ -127,3 +127,20 @@ def test_report_command_reads_back_to_the_same_settings():
     fire.Fire(main, command=words[2:])
     assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk, "glob": glob}
     assert command_line() == "python tools/benchmark_inference.py"
+
+
+def test_shipped_configuration_bundles_load_their_random_weights_with_each_local_network(tmp_path):
+    """The shipped-configuration timing builds, for each local network, a bundle whose sliding-window and top-k
+    configs build that network and whose random weights fit them, as the bundle's own check reads them."""
+    from e2enet_monai.benchmarks.inference import LOCAL_NETWORKS, _shipped_bundle
+    from e2enet_monai.bundle import check_weights_fit_configs
+
+    for local in LOCAL_NETWORKS:
+        bundle = _shipped_bundle(tmp_path, local)
+        assert check_weights_fit_configs(bundle) == ["models/model.pt", "models/model_topk.pt"]
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs/inference.json"), str(bundle / "configs/inference_topk.json")])
+        nets = (ConfigParser(json.loads((bundle / "configs/inference.json").read_text())).get_parsed_content(
+            "network_def"), parser.get_parsed_content("network_def").local_net)
+        assert all(type(n).__name__ == {"e2enet": "E2ENet", "dynunet": "DynUNet"}[local] for n in nets)
+        assert parser["patch_size"] == [96, 128, 128] and parser["channels"][0] == 48  # as shipped

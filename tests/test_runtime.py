@@ -7,15 +7,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_copies import random_weights_copy
+from bundle_copies import btcv_case as make_btcv_case
 from docs_commands import docs_command
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 
 import e2enet_monai.inferers.runtime as runtime
 from e2enet_monai.apps.runner import bundle_command
-from e2enet_monai.bundle.registry import bundle_path
-from e2enet_monai.data import write_synthetic
 from e2enet_monai.inferers import RuntimeInferer, TopKPatchInferer
 from e2enet_monai.networks import E2ENet
 from e2enet_monai.utils.errors import InputError
@@ -56,10 +54,7 @@ def test_unknown_backend_and_top_k_with_a_runtime_are_refused():
 
 @pytest.fixture(scope="module")
 def btcv_case(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runtime")
-    bundle = random_weights_copy(bundle_path("btcv"), root, configs=("inference.json", "inference_topk.json"))
-    raw = write_synthetic("btcv", root / "raw", num_train=0, num_test=1, shape=(96, 96, 32))
-    return bundle, sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))[0]
+    return make_btcv_case(tmp_path_factory.mktemp("runtime"))
 
 
 def _run(bundle, image, out, configs=("inference.json",), **overrides):

@@ -22,8 +22,9 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
          networks: str | tuple = ",".join(SPEED_NETWORKS), runtimes: str | tuple = ",".join(BACKENDS),
          reuse_memory: bool = True, out_dir: str = "benchmark_output") -> None:
     """
-    Time one forward pass (batch 1, float32) of each network in each runtime at each shape and thread count, all
-    in one process with interleaved repetitions, and write OUT_DIR/benchmark_speed.md, .json and .png.
+    Time one forward pass (batch 1, float32) of each network in each runtime at each shape and thread count, each
+    runtime in a fresh process with the networks' repetitions interleaved, and write OUT_DIR/benchmark_speed.md,
+    .json and .png.
 
     Args:
         shapes: comma-separated spatial shapes DxHxW (default 96^3 and the bundles' patch 96x128x128).
@@ -31,7 +32,7 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
         repeats: timed rounds (the median is reported), after one warm-up run of every network.
         networks: comma-separated row labels among the defaults.
         runtimes: comma-separated among torch (eager), onnxruntime, openvino (pip install e2enet-monai[runtimes]).
-        reuse_memory: keep freed memory for reuse first, as the bundles do (False: glibc's default).
+        reuse_memory: keep freed memory for reuse in the torch runs, as the bundles do (False: glibc's default).
         out_dir: output folder.
     """
     shape_list = [_shape(s) for s in as_list(shapes)]
@@ -39,7 +40,7 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
     runtime_list = [str(r) for r in as_list(runtimes)]
     rows = benchmark_speed(shape_list, thread_list, repeats, [str(n) for n in as_list(networks)], runtime_list,
                            reuse_memory=reuse_memory)
-    memory = "reused" if reuse_memory else "returned (glibc's default)"
+    memory = "reused in torch (as the bundles do)" if reuse_memory else "returned (glibc's default)"
     header = (f"CPU inference, batch 1, float32, e2enet-monai {e2enet_monai.__version__}, median of {repeats} "
               f"interleaved runs after a warm-up, freed memory {memory}. Machine: {machine_label(max(thread_list))}. "
               f"Command: python tools/benchmark_speed.py --shapes "

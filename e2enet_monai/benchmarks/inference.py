@@ -23,8 +23,8 @@ from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.utils.io import atomic_write_bytes
 
 __all__ = [
-    "SW_BENCHMARK_OVERRIDES", "benchmark_inference", "command_line",
-    "write_inference_report",
+    "LOCAL_NETWORKS", "SW_BENCHMARK_OVERRIDES", "benchmark_inference", "benchmark_shipped_inference", "command_line",
+    "write_inference_report", "write_shipped_report",
 ]
 
 # sliding-window training on full-size phantoms, on top of the CPU demo settings: the demo's learning rate (0.02)
@@ -65,8 +65,10 @@ def _worker(spec: dict, queue: mp.Queue) -> None:  # runs in a fresh process: cl
         from monai.bundle import ConfigParser
         from torch.utils.flop_counter import FlopCounterMode
 
+        from e2enet_monai.utils.memory import reuse_freed_memory
         from e2enet_monai.utils.patches import CandidateGrid
 
+        reuse_freed_memory()  # as every bundle run does first
         torch.set_num_threads(spec["threads"])
         bundle = Path(spec["bundle"])
         parser = ConfigParser()
@@ -92,9 +94,10 @@ def _worker(spec: dict, queue: mp.Queue) -> None:  # runs in a fresh process: cl
             data["pred"] = logits[0]
             seg = postprocessing(data)["pred"]
             t3 = time.perf_counter()
-            truth = np.asarray(nib.load(label).dataobj)
+            dice = (_dice(np.asarray(seg).squeeze(0), np.asarray(nib.load(label).dataobj), num_classes)
+                    if label else float("nan"))
             rows.append({"pipeline_s": t3 - t0, "network_s": t2 - t1, "shape": list(data["image"].shape[1:]),
-                         "dice": _dice(np.asarray(seg).squeeze(0), truth, num_classes)})
+                         "dice": dice})
         # FLOPs: the network calls the method makes, each counted once on the meta device
         shape = rows[-1]["shape"]
         roi = list(parser.get_parsed_content("patch_size"))
@@ -254,6 +257,96 @@ def benchmark_inference(
         })
         print(f"{name}: {rows[-1]['pipeline_s']:.1f} s, Dice {rows[-1]['dice']:.3f}", flush=True)
     return rows
+
+
+# the local network of both methods in the shipped-configuration timing: E2ENet as the bundles ship it, or the
+# nnU-Net-like DynUNet (e2enet_monai.networks.nets.baselines), for the same 96 x 128 x 128 patches
+LOCAL_NETWORKS = {
+    "e2enet": None,
+    "dynunet": {"_target_": "e2enet_monai.networks.nets.baselines.nnunet_like_dynunet", "in_channels": "@in_channels",
+                "out_channels": "@num_classes", "deep_supervision": False},
+}
+
+
+def _shipped_bundle(work: Path, local: str) -> Path:
+    """The BTCV bundle in its shipped configuration with ``local`` as the (sliding-window and top-k) local network
+    and seeded random weights (time and memory do not depend on the weights)."""
+    from e2enet_monai.benchmarks.segment_time import random_weights_bundle
+
+    if LOCAL_NETWORKS[local] is None:
+        return random_weights_bundle("btcv", work / local)
+    source = bundles_dir() / SHIPPED_BUNDLES["btcv"].folder
+    staged = work / f"configs_{local}" / source.name
+    shutil.copytree(source, staged, ignore=shutil.ignore_patterns("models", "eval"))
+    for name, key in (("inference.json", "network_def"), ("inference_topk.json", "local_network_def")):
+        config = json.loads((staged / "configs" / name).read_text())
+        config[key] = LOCAL_NETWORKS[local]
+        (staged / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
+    return random_weights_bundle("btcv", work / local, source=staged)
+
+
+def benchmark_shipped_inference(
+    workdir: str | os.PathLike,
+    shape: Sequence[int] = (512, 512, 200),
+    spacing: Sequence[float] = (0.8, 0.8, 2.5),
+    ks: Sequence[int] = (0, 1, 5, 30),
+    local_networks: Sequence[str] = tuple(LOCAL_NETWORKS),
+    threads: int = 2,
+    invert_labels: bool = False,
+) -> list[dict]:
+    """
+    Time the BTCV bundle's inference in the configuration it ships (local network on 96 x 128 x 128 patches, the
+    top-k model's global E2ENet on the volume shrunk 3x) on one phantom CT of ``shape`` voxels at ``spacing`` mm:
+    sliding window and top-k at each K of ``ks``, for each local network of ``local_networks`` (see
+    :data:`LOCAL_NETWORKS`), with seeded random weights. Each method runs in a fresh process with ``threads``
+    threads: the whole pipeline (load, preprocess, infer, postprocess, write) with the bundles' own
+    postprocessing (sliding window: probabilities inverted, or with ``invert_labels`` the argmax label map; top-k:
+    its label map), the network calls alone, their FLOPs and the peak resident memory the process added.
+
+    Returns one row per (local network, method), as :func:`benchmark_inference` (Dice is NaN: random weights).
+    """
+    unknown = [n for n in local_networks if n not in LOCAL_NETWORKS]
+    if unknown:
+        raise ValueError(f"local networks must be among {list(LOCAL_NETWORKS)}, got {unknown}.")
+    work = Path(workdir).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    raw = write_synthetic("btcv", work / "ct", num_train=0, num_test=1, shape=tuple(shape), spacing=tuple(spacing))
+    cases = [(str(p), None) for p in sorted((raw / "RawData/Testing/img").glob("*.nii.gz"))]
+    rows = []
+    for local in local_networks:
+        bundle = _shipped_bundle(work, local)
+        patch = json.loads((bundle / "configs/inference.json").read_text())["patch_size"]
+        methods = [("sliding window", ["inference.json"], {"invert_labels": invert_labels}, 0)]
+        methods += [(f"top-k K={k}", ["inference.json", "inference_topk.json"], {"topk_k": k}, k) for k in ks]
+        for name, configs, overrides, k in methods:
+            out = work / "outputs" / local / name.replace(" ", "_").replace("=", "")
+            spec = {"method": f"{local}: {name}", "bundle": str(bundle), "configs": configs, "overrides": overrides,
+                    "k": k, "output_dir": str(out), "cases": cases, "threads": threads, "in_channels": 1}
+            res = _measure(spec)
+            r = res["rows"][0]
+            rows.append({"local": local, "method": name, "patches": res["patches"], "windows": res["windows"],
+                         "pipeline_s": r["pipeline_s"], "network_s": r["network_s"], "gflops": res["flops"] / 1e9,
+                         "peak_mib": res["peak_mib"], "dice": float("nan"), "volume": r["shape"],
+                         "patch_size": list(patch)})
+            print(f"{local}, {name}: {r['pipeline_s']:.1f} s, {res['peak_mib']:.0f} MiB", flush=True)
+    return rows
+
+
+def write_shipped_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, Path]:
+    """Write ``benchmark_inference_shipped.md`` (table) and ``.json``: ratios within each local network."""
+    cols = ["local network", "method", "network runs", "pipeline s", "speed-up", "network s", "GFLOPs",
+            "FLOPs vs SW", "peak MiB", "memory vs SW"]
+    cells = []
+    for r in rows:
+        sw = next(x for x in rows if x["local"] == r["local"] and x["method"] == "sliding window")
+        runs = f"{r['windows']} windows" if r["method"] == "sliding window" else f"global + {r['patches']}"
+        cells.append([r["local"], r["method"], runs, f"{r['pipeline_s']:.1f}",
+                      f"{sw['pipeline_s'] / r['pipeline_s']:.1f}x", f"{r['network_s']:.1f}", f"{r['gflops']:.0f}",
+                      f"{r['gflops'] / sw['gflops']:.1%}", f"{r['peak_mib']:.0f}",
+                      f"{r['peak_mib'] / sw['peak_mib']:.2f}x"])
+    return write_report(out_dir, "benchmark_inference_shipped", header, cols, cells, rows, align_right=True)
 
 
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,

@@ -38,12 +38,13 @@ def full_ct(folder: Path, shape: Sequence[int], spacing: Sequence[float]) -> Pat
 
 
 def random_weights_bundle(name: str, folder: Path, seed: int = 0,
-                          config_values: Mapping[str, object] | None = None) -> Path:
-    """The shipped bundle ``name`` copied into ``folder`` with seeded random ``model.pt`` and ``model_topk.pt`` for
-    the networks its configs build: the real configuration, unless ``config_values`` (config id -> value, written
-    into both inference configs) changes it."""
-    bundle = folder / bundle_path(name).name
-    shutil.copytree(bundle_path(name), bundle, ignore=shutil.ignore_patterns("models", "eval"))
+                          config_values: Mapping[str, object] | None = None, source: Path | None = None) -> Path:
+    """The shipped bundle ``name`` (or the bundle folder ``source``) copied into ``folder`` with seeded random
+    ``model.pt`` and ``model_topk.pt`` for the networks its configs build: the real configuration, unless
+    ``config_values`` (config id -> value, written into both inference configs) changes it."""
+    source = Path(source) if source is not None else bundle_path(name)
+    bundle = folder / source.name
+    shutil.copytree(source, bundle, ignore=shutil.ignore_patterns("models", "eval"))
     if config_values:
         set_config_values(bundle, dict(config_values), ["inference.json", "inference_topk.json"])
     (bundle / "models").mkdir()

@@ -1,5 +1,5 @@
-"""E2ENet's CPU inference time side by side with its baselines, in torch and in ONNX runtimes: one process,
-interleaved runs, fixed threads."""
+"""E2ENet's CPU inference time side by side with its baselines, in torch and in ONNX runtimes: interleaved runs,
+fixed threads, one fresh process per runtime."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from e2enet_monai.benchmarks.process import run_in_fresh_process
 from e2enet_monai.benchmarks.report import write_report
 from e2enet_monai.inferers.runtime import BACKENDS, exported_network
 from e2enet_monai.networks.nets.baselines import build_network
@@ -45,6 +46,39 @@ def _build(label: str, in_channels: int, out_channels: int, seed: int) -> nn.Mod
     return net
 
 
+def _runtime_worker(spec: dict, queue) -> None:
+    """One runtime's measurements in a fresh process (see :func:`benchmark_speed`); puts ``{"rows": [...]}``."""
+    try:
+        if spec["reuse_memory"]:
+            reuse_freed_memory()
+        runtime = spec["runtime"]
+        models = {label: _build(label, spec["in_channels"], spec["out_channels"], spec["seed"])
+                  for label in spec["networks"]}
+        rows = []
+        for shape in spec["shapes"]:
+            x = torch.randn(1, spec["in_channels"], *shape, generator=torch.Generator().manual_seed(spec["seed"]))
+            for n_threads in spec["threads"]:
+                torch.set_num_threads(int(n_threads))
+                # exported per thread count: a runtime fixes its threads when its session is made
+                runs = {label: exported_network(model, runtime, int(n_threads)) for label, model in models.items()}
+                times: dict[str, list[float]] = {label: [] for label in runs}
+                with torch.inference_mode():
+                    for run in runs.values():
+                        run(x)  # warm-up (and export)
+                    for _ in range(spec["repeats"]):
+                        for label, run in runs.items():
+                            start = time.perf_counter()
+                            run(x)
+                            times[label].append(time.perf_counter() - start)
+                del runs  # the sessions' memory, before the next thread count
+                for label, timed in times.items():
+                    rows.append({"network": label, "runtime": runtime, "shape": list(shape),
+                                 "threads": int(n_threads), "seconds": statistics.median(timed), "runs": timed})
+        queue.put({"rows": rows})
+    except Exception as err:  # reported to the parent with the runtime's name
+        queue.put({"error": f"{type(err).__name__}: {err}"})
+
+
 def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1, 2), repeats: int = 3,
                     networks: Sequence[str] = tuple(SPEED_NETWORKS), runtimes: Sequence[str] = ("torch",),
                     in_channels: int = 1, out_channels: int = 16, seed: int = 0,
@@ -53,10 +87,12 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
     Median CPU forward time (batch 1, float32) of every network in ``networks`` (labels of :data:`SPEED_NETWORKS`)
     in every runtime of ``runtimes`` (``torch`` eager under ``torch.inference_mode``, or the network exported to
     ONNX and run by ``onnxruntime`` / ``openvino``, see :func:`~e2enet_monai.inferers.exported_network`) at every
-    spatial shape and intra-op thread count. For each shape and thread count, every (network, runtime) pair runs
-    once to warm up (and export), then ``repeats`` rounds each run every pair once in turn, so a slower or faster
-    spell of the machine falls on all of them alike. With ``reuse_memory`` the process first keeps freed memory for
-    reuse (:func:`~e2enet_monai.utils.memory.reuse_freed_memory`, as the bundles do), for all networks alike.
+    spatial shape and intra-op thread count. Each runtime runs in a fresh process (their memory pools do not add
+    up); in it, for each shape and thread count, every network runs once to warm up (and export), then ``repeats``
+    rounds each run every network once in turn, so a slower or faster spell of the machine falls on all of them
+    alike. With ``reuse_memory`` the torch process first keeps freed memory for reuse
+    (:func:`~e2enet_monai.utils.memory.reuse_freed_memory`), as the bundles do with ``inference_backend`` torch;
+    the runtimes' processes keep glibc's default, as the bundles do with them (ONNX Runtime's memory grows with it).
     Returns one row per (shape, threads, runtime, network): ``seconds`` (median), ``runs`` (all timed seconds) and
     ``vs_baseline`` (median over the nnU-Net-like DynUNet's median in the same shape, threads and runtime, when it
     is among ``networks``).
@@ -65,37 +101,17 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
     if unknown or repeats < 1:
         raise ValueError(f"networks must be among {list(SPEED_NETWORKS)}, runtimes among {list(BACKENDS)} (got "
                          f"{unknown}) and repeats >= 1 (got {repeats}).")
-    if reuse_memory:
-        reuse_freed_memory()
-    models = {label: _build(label, in_channels, out_channels, seed) for label in networks}
     rows = []
-    before = torch.get_num_threads()
-    try:
-        for shape in shapes:
-            x = torch.randn(1, in_channels, *shape, generator=torch.Generator().manual_seed(seed))
-            for n_threads in threads:
-                torch.set_num_threads(int(n_threads))
-                # exported per thread count: a runtime fixes its threads when its session is made
-                runs = {(runtime, label): exported_network(model, runtime, int(n_threads))
-                        for runtime in runtimes for label, model in models.items()}
-                times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
-                with torch.inference_mode():
-                    for run in runs.values():
-                        run(x)  # warm-up (and export)
-                    for _ in range(repeats):
-                        for key, run in runs.items():
-                            start = time.perf_counter()
-                            run(x)
-                            times[key].append(time.perf_counter() - start)
-                medians = {key: statistics.median(v) for key, v in times.items()}
-                for (runtime, label), timed in times.items():
-                    base = medians.get((runtime, BASELINE))
-                    rows.append({"network": label, "runtime": runtime, "shape": list(shape),
-                                 "threads": int(n_threads), "seconds": medians[(runtime, label)], "runs": timed,
-                                 "vs_baseline": medians[(runtime, label)] / base if base else None})
-    finally:
-        torch.set_num_threads(before)
-    return rows
+    for runtime in runtimes:
+        spec = {"runtime": runtime, "networks": list(networks), "shapes": [list(s) for s in shapes],
+                "threads": [int(t) for t in threads], "repeats": repeats, "in_channels": in_channels,
+                "out_channels": out_channels, "seed": seed, "reuse_memory": reuse_memory and runtime == "torch"}
+        rows += run_in_fresh_process(_runtime_worker, spec, f"speed benchmark in {runtime}")["rows"]
+    for row in rows:
+        base = next((b["seconds"] for b in rows if b["network"] == BASELINE and b["runtime"] == row["runtime"]
+                     and b["shape"] == row["shape"] and b["threads"] == row["threads"]), None)
+        row["vs_baseline"] = row["seconds"] / base if base else None
+    return sorted(rows, key=lambda r: (r["shape"], r["threads"], runtimes.index(r["runtime"])))
 
 
 def write_speed_report(rows: list[dict], out_dir: str | os.PathLike, header: str) -> tuple[Path, ...]:
