@@ -390,10 +390,10 @@ def test_readme_commands_and_3d_slicer_requests_on_the_demo_bundle(venv, demo, t
                                         files={"file": ("volume.nii.gz", upload.read_bytes())})
         assert np.array_equal(_nrrd(_parts(content_type, body)["image"])[1], labels[name])
 
-        # the server keeps answering while an inference runs: a larger volume (the phantom tiled 3 x 3 x 2, seconds
+        # the server keeps answering while an inference runs: a larger volume (the phantom tiled 2 x 2 x 2, seconds
         # of sliding window), inferred in the background
         big = tmp_path / "big.nii.gz"
-        nib.save(nib.Nifti1Image(np.tile(np.asarray(image.dataobj), (3, 3, 2)), image.affine), big)
+        nib.save(nib.Nifti1Image(np.tile(np.asarray(image.dataobj), (2, 2, 2)), image.affine), big)
         _multipart(f"{url}/datastore/?image=ct_big", "PUT", {"params": "{}"}, {"file": ("ct_big.nii.gz",
                                                                                  big.read_bytes())})
         running = threading.Thread(target=_multipart, args=(f"{url}/infer/{name}?image=ct_big",),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fire
 
-from e2enet_monai.benchmarks.inference import benchmark_inference, command_line, write_inference_report
+from e2enet_monai.benchmarks.inference import DEFAULT_KS, benchmark_inference, command_line, write_inference_report
 from e2enet_monai.benchmarks.model_stats import machine_label
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",
-         shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = (1, 3, 5, 10, 30, 100, 0),
+         shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = DEFAULT_KS,
          num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
          reuse_training: bool = False, train_overrides: dict | None = None, topk_overrides: dict | None = None,
          global_overrides: dict | None = None) -> None:
@@ -17,15 +17,15 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
     Train the BTCV bundle (sliding window), the global network of its top-k model (whole shrunk volumes) and the
     top-k model on phantoms of SHAPE voxels at SPACING mm, then time
     the whole inference pipeline (load, preprocess, infer, postprocess, write) of NUM_TEST held-out phantoms with
-    sliding window and with top-k at each K of KS (0 = all candidates); write OUT_DIR/benchmark_inference.md, .json
-    and .png.
+    sliding window and with top-k at each K of KS (0: the global network alone, -1: every candidate); write
+    OUT_DIR/benchmark_inference.md, .json and .png.
 
     Args:
         workdir: scratch folder (replaced): data, trained bundle, outputs, logs.
         out_dir: report folder.
         shape: phantom size in voxels (x, y, z).
         spacing: phantom voxel size in mm.
-        ks: patch counts for top-k; 0 means every candidate.
+        ks: patch counts for top-k; 0 is the global network alone (coarse prediction), -1 every candidate.
         num_train: training phantoms.
         num_test: held-out phantoms timed and scored.
         threads: torch intra-op threads of the timed processes.
@@ -51,7 +51,8 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
               f"global network {minutes['train_global']:.0f} min and the top-k model {minutes['train_topk']:.0f} "
               f"min, on {num_train} phantoms); postprocessing: {post}; times are means per volume. "
               f"Machine: {machine_label(threads)}. Command: "
-              f"{command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides)}")
+              + command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides,
+                             shape, ks))
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 

@@ -40,6 +40,9 @@ SW_BENCHMARK_OVERRIDES = {
 }
 
 DATA_SETTINGS = ("shape", "spacing", "num_train", "num_test", "seed")
+# top-k settings of the accuracy-and-time comparison: 0 is the global network alone, -1 every candidate
+DEFAULT_KS = (0, 1, 3, 5, 10, 30, 100, -1)
+ALL_CANDIDATES = 10**6  # topk_k that refines every candidate (K is clipped to the candidate count)
 TRAINING_STAGES = (
     ("train", ["train.json"]),
     ("train_global", ["train.json", "train_topk.json", "train_global.json"]),
@@ -170,7 +173,7 @@ def benchmark_inference(
     workdir: str | os.PathLike,
     shape: Sequence[int] = (512, 512, 200),
     spacing: Sequence[float] = (0.8, 0.8, 2.5),
-    ks: Sequence[int] = (1, 3, 5, 10, 30, 100, 0),
+    ks: Sequence[int] = DEFAULT_KS,
     num_train: int = 8,
     num_test: int = 2,
     threads: int = 2,
@@ -185,9 +188,10 @@ def benchmark_inference(
     Train the BTCV bundle with sliding window (CPU demo settings and :data:`SW_BENCHMARK_OVERRIDES`), then the
     global network of its top-k model alone on whole shrunk volumes (:data:`GLOBAL_CPU_OVERRIDES`), then the top-k
     model with both networks frozen (:data:`TOPK_CPU_OVERRIDES`), on phantoms of ``shape`` voxels at ``spacing`` mm;
-    then infer ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0 = every
-    candidate), each method in a fresh process, all with the same postprocessing (``invert_labels``: argmax on the
-    network grid and nearest-neighbour inversion, else the bundle default of inverting probabilities).
+    then infer ``num_test`` held-out phantoms with sliding window and with top-k at each K of ``ks`` (0: the
+    global network alone; -1: every candidate), each method in a fresh process, all with the same postprocessing
+    (``invert_labels``: argmax on the network grid and nearest-neighbour inversion, else the bundle default of
+    inverting probabilities).
 
     ``train_overrides``, ``global_overrides`` and ``topk_overrides`` change the three trainings (e.g. fewer
     iterations for a smoke run); the later stages inherit ``train_overrides``. ``reuse_training`` keeps the
@@ -231,8 +235,8 @@ def benchmark_inference(
     net["invert_labels"] = invert_labels
     net_topk = {**net, **{k: topk[k] for k in ("global_channels", "global_strides")}}
     methods = [("sliding window", ["inference.json"], net, 0)]
-    methods += [(f"top-k K={k or 'all'}", ["inference.json", "inference_topk.json"],
-                 {**net_topk, "topk_k": k or 10**6}, k or 10**6) for k in ks]
+    methods += [(f"top-k K={'all' if k < 0 else k}", ["inference.json", "inference_topk.json"],
+                 {**net_topk, "topk_k": ALL_CANDIDATES if k < 0 else k}, ALL_CANDIDATES if k < 0 else k) for k in ks]
     rows = []
     for name, configs, overrides, k in methods:
         out = work / "outputs" / name.replace(" ", "_").replace("=", "")
@@ -350,10 +354,13 @@ def write_shipped_report(rows: list[dict], out_dir: str | os.PathLike, header: s
 
 
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,
-                 topk_overrides: dict | None = None, global_overrides: dict | None = None) -> str:
+                 topk_overrides: dict | None = None, global_overrides: dict | None = None,
+                 shape: Sequence[int] = (512, 512, 200), ks: Sequence[int] = DEFAULT_KS) -> str:
     """The ``tools/benchmark_inference.py`` command (shell syntax) naming the flags that differ from the defaults;
     overrides are written as Python literals, which is how ``fire`` reads them back."""
-    flags = [("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
+    flags = [(f"--shape {','.join(str(n) for n in shape)}", tuple(shape) != (512, 512, 200)),
+             (f"--ks=\"{','.join(str(k) for k in ks)}\"", tuple(ks) != DEFAULT_KS),
+             ("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
              (f'--train_overrides "{train_overrides!r}"', train_overrides),
              (f'--global_overrides "{global_overrides!r}"', global_overrides),
              (f'--topk_overrides "{topk_overrides!r}"', topk_overrides)]
@@ -383,12 +390,14 @@ def write_inference_report(rows: list[dict], out_dir: str | os.PathLike, header:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(xs, [r["dice"] for r in topk], "o-", label="top-k")
     ax1.axhline(sw["dice"], color="k", ls="--", label="sliding window")
-    ax1.set(xscale="log", xlabel="K (patches refined)", ylabel="mean Dice", title="accuracy")
+    ax1.set(xlabel="K (patches refined; 0: global network only)", ylabel="mean Dice", title="accuracy")
+    ax1.set_xscale("symlog", linthresh=1)
     ax2.plot(xs, [r["pipeline_s"] for r in topk], "o-", color="C0", label="top-k, whole pipeline")
     ax2.axhline(sw["pipeline_s"], color="C0", ls="--", label="sliding window, whole pipeline")
     ax2.plot(xs, [r["network_s"] for r in topk], "s-", color="C1", label="top-k, networks only")
     ax2.axhline(sw["network_s"], color="C1", ls="--", label="sliding window, network only")
-    ax2.set(xscale="log", yscale="log", xlabel="K (patches refined)", ylabel="seconds per volume", title="CPU time")
+    ax2.set(yscale="log", xlabel="K (patches refined)", ylabel="seconds per volume", title="CPU time")
+    ax2.set_xscale("symlog", linthresh=1)
     for ax in (ax1, ax2):
         ax.legend()
         ax.grid(alpha=0.3)
