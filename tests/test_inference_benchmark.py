@@ -7,6 +7,7 @@ import shutil
 import fire
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser
 
@@ -85,6 +86,9 @@ def test_reusing_training_made_with_other_settings_is_refused_and_keeps_the_fold
         raise AssertionError("expected a ValueError")
     assert str(record) in message and "shape" in message and "reuse_training" in message
     assert record.is_file()  # nothing deleted
+    with pytest.raises(ValueError, match=r"ks holds \[-2\]: each K must be >= 0 .* or -1 for every candidate"):
+        benchmark_inference(work, ks=(0, -2), reuse_training=True)
+    assert record.is_file()
 
 
 def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(tmp_path, monkeypatch):
@@ -116,19 +120,19 @@ def test_report_command_reads_back_to_the_same_settings():
     train, topk = {"sparse_training": False, "epochs": 20, "patch_size": [32, 48, 48]}, {"epochs": 8}
     glob = {"learning_rate": 0.001}
     line = command_line(invert_labels=False, train_overrides=train, topk_overrides=topk, global_overrides=glob,
-                        shape=(128, 128, 48), ks=(0, 5, -1))
+                        shape=(128, 128, 48), ks=(0, 5, -1), spacing=(1.5, 1.5, 2.0))
     seen = {}
 
     def main(invert_labels=True, reuse_training=False, train_overrides=None, topk_overrides=None,
-             global_overrides=None, shape=(512, 512, 200), ks=DEFAULT_KS):
+             global_overrides=None, shape=(512, 512, 200), ks=DEFAULT_KS, spacing=(0.8, 0.8, 2.5)):
         seen.update(invert_labels=invert_labels, reuse_training=reuse_training, train=train_overrides,
-                    topk=topk_overrides, glob=global_overrides, shape=shape, ks=ks)
+                    topk=topk_overrides, glob=global_overrides, shape=shape, ks=ks, spacing=spacing)
 
     words = shlex.split(line)
     assert words[:2] == ["python", "tools/benchmark_inference.py"]
     fire.Fire(main, command=words[2:])
     assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk, "glob": glob,
-                    "shape": (128, 128, 48), "ks": (0, 5, -1)}
+                    "shape": (128, 128, 48), "ks": (0, 5, -1), "spacing": (1.5, 1.5, 2.0)}
     assert command_line() == "python tools/benchmark_inference.py"
 
 

@@ -52,7 +52,7 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
               f"min, on {num_train} phantoms); postprocessing: {post}; times are means per volume. "
               f"Machine: {machine_label(threads)}. Command: "
               + command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides,
-                             shape, ks))
+                             shape, ks, spacing))
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 

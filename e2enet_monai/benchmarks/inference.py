@@ -202,6 +202,10 @@ def benchmark_inference(
     Returns one row per method: mean pipeline and network seconds, FLOPs of the network calls, peak RSS added by
     inference, mean Dice on the phantoms' own grid, patches refined, training minutes.
     """
+    bad = [k for k in ks if int(k) < -1]
+    if bad:
+        raise ValueError(f"ks holds {bad}: each K must be >= 0 (0: the global network alone), or -1 for every "
+                         f"candidate.")
     work = Path(workdir).resolve()
     bundle = work / SHIPPED_BUNDLES["btcv"].folder
     base = {**CPU_DEMO_OVERRIDES, **SW_BENCHMARK_OVERRIDES, "dataset_dir": str(work / "data"),
@@ -355,10 +359,12 @@ def write_shipped_report(rows: list[dict], out_dir: str | os.PathLike, header: s
 
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,
                  topk_overrides: dict | None = None, global_overrides: dict | None = None,
-                 shape: Sequence[int] = (512, 512, 200), ks: Sequence[int] = DEFAULT_KS) -> str:
+                 shape: Sequence[int] = (512, 512, 200), ks: Sequence[int] = DEFAULT_KS,
+                 spacing: Sequence[float] = (0.8, 0.8, 2.5)) -> str:
     """The ``tools/benchmark_inference.py`` command (shell syntax) naming the flags that differ from the defaults;
     overrides are written as Python literals, which is how ``fire`` reads them back."""
     flags = [(f"--shape {','.join(str(n) for n in shape)}", tuple(shape) != (512, 512, 200)),
+             (f"--spacing {','.join(str(v) for v in spacing)}", tuple(spacing) != (0.8, 0.8, 2.5)),
              (f"--ks=\"{','.join(str(k) for k in ks)}\"", tuple(ks) != DEFAULT_KS),
              ("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
              (f'--train_overrides "{train_overrides!r}"', train_overrides),
