@@ -95,7 +95,13 @@ def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(t
     import e2enet_monai.benchmarks.inference as bench
 
     calls = []
-    monkeypatch.setattr(bench, "run_bundle", lambda bundle, configs, overrides, log_file: calls.append(configs[-1]))
+    overwrites = []
+
+    def run_bundle(bundle, configs, overrides, log_file):
+        calls.append(configs[-1])
+        overwrites.append(overrides.get("overwrite"))
+
+    monkeypatch.setattr(bench, "run_bundle", run_bundle)
     shutil.copytree(bundles_dir() / "e2enet_btcv_segmentation/configs", tmp_path / "configs")
     settings = {"train": {"epochs": 1}, "train_global": {"epochs": 2}, "train_topk": {"epochs": 3}}
     first = bench._train(tmp_path, tmp_path, settings, None)
@@ -106,6 +112,8 @@ def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(t
     again = bench._train(tmp_path, tmp_path, {**settings, "train_global": {"epochs": 5}}, {**first, "minutes_train": 7})
     assert calls == ["train_global.json", "train_topk.json"]  # the sliding-window model is kept, the rest retrained
     assert again["minutes_train"] == 7 and again["train_global"] == {"epochs": 5}
+    assert set(overwrites) == {True}  # a retrained stage replaces its earlier weights (the bundle refuses otherwise)
+    assert "overwrite" not in again["train_global"]  # and the recorded settings stay the caller's
     calls.clear()
     bench._train(tmp_path, tmp_path, settings, first)
     assert calls == []

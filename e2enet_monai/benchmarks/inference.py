@@ -164,7 +164,8 @@ def _train(work: Path, bundle: Path, settings: dict, saved: dict | None) -> dict
             print(f"reusing the {stage} training in {work}", flush=True)
             continue
         t0 = time.time()
-        run_bundle(bundle, configs, settings[stage], log_file=work / f"{stage}.log")
+        # a stage retrained under reuse_training replaces its own earlier weights in this scratch folder
+        run_bundle(bundle, configs, {**settings[stage], "overwrite": True}, log_file=work / f"{stage}.log")
         record.update({f"configs_{stage}": digest, f"minutes_{stage}": (time.time() - t0) / 60})
     return {**settings, **record}
 
