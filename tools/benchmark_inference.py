@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import fire
 
-from e2enet_monai.benchmarks.inference import DEFAULT_KS, benchmark_inference, command_line, write_inference_report
+from e2enet_monai.benchmarks.inference import (
+    DEFAULT_KS,
+    DEFAULT_SHAPE,
+    DEFAULT_SPACING,
+    benchmark_inference,
+    command_line,
+    write_inference_report,
+)
 from e2enet_monai.benchmarks.model_stats import machine_label
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",
-         shape: tuple = (512, 512, 200), spacing: tuple = (0.8, 0.8, 2.5), ks: tuple = DEFAULT_KS,
+         shape: tuple = DEFAULT_SHAPE, spacing: tuple = DEFAULT_SPACING, ks: tuple = DEFAULT_KS,
          num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
          reuse_training: bool = False, train_overrides: dict | None = None, topk_overrides: dict | None = None,
          global_overrides: dict | None = None) -> None:

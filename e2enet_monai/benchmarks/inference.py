@@ -40,7 +40,10 @@ SW_BENCHMARK_OVERRIDES = {
 }
 
 DATA_SETTINGS = ("shape", "spacing", "num_train", "num_test", "seed")
-# top-k settings of the accuracy-and-time comparison: 0 is the global network alone, -1 every candidate
+# defaults of the accuracy-and-time comparison: full-size CT phantoms, and the top-k settings (0 is the global
+# network alone, -1 every candidate)
+DEFAULT_SHAPE = (512, 512, 200)
+DEFAULT_SPACING = (0.8, 0.8, 2.5)
 DEFAULT_KS = (0, 1, 3, 5, 10, 30, 100, -1)
 ALL_CANDIDATES = 10**6  # topk_k that refines every candidate (K is clipped to the candidate count)
 TRAINING_STAGES = (
@@ -172,8 +175,8 @@ def _train(work: Path, bundle: Path, settings: dict, saved: dict | None) -> dict
 
 def benchmark_inference(
     workdir: str | os.PathLike,
-    shape: Sequence[int] = (512, 512, 200),
-    spacing: Sequence[float] = (0.8, 0.8, 2.5),
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    spacing: Sequence[float] = DEFAULT_SPACING,
     ks: Sequence[int] = DEFAULT_KS,
     num_train: int = 8,
     num_test: int = 2,
@@ -240,8 +243,10 @@ def benchmark_inference(
     net["invert_labels"] = invert_labels
     net_topk = {**net, **{k: topk[k] for k in ("global_channels", "global_strides")}}
     methods = [("sliding window", ["inference.json"], net, 0)]
-    methods += [(f"top-k K={'all' if k < 0 else k}", ["inference.json", "inference_topk.json"],
-                 {**net_topk, "topk_k": ALL_CANDIDATES if k < 0 else k}, ALL_CANDIDATES if k < 0 else k) for k in ks]
+    for k in ks:
+        topk_k = ALL_CANDIDATES if k < 0 else k
+        methods.append((f"top-k K={'all' if k < 0 else k}", ["inference.json", "inference_topk.json"],
+                        {**net_topk, "topk_k": topk_k}, topk_k))
     rows = []
     for name, configs, overrides, k in methods:
         out = work / "outputs" / name.replace(" ", "_").replace("=", "")
@@ -360,12 +365,12 @@ def write_shipped_report(rows: list[dict], out_dir: str | os.PathLike, header: s
 
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,
                  topk_overrides: dict | None = None, global_overrides: dict | None = None,
-                 shape: Sequence[int] = (512, 512, 200), ks: Sequence[int] = DEFAULT_KS,
-                 spacing: Sequence[float] = (0.8, 0.8, 2.5)) -> str:
+                 shape: Sequence[int] = DEFAULT_SHAPE, ks: Sequence[int] = DEFAULT_KS,
+                 spacing: Sequence[float] = DEFAULT_SPACING) -> str:
     """The ``tools/benchmark_inference.py`` command (shell syntax) naming the flags that differ from the defaults;
     overrides are written as Python literals, which is how ``fire`` reads them back."""
-    flags = [(f"--shape {','.join(str(n) for n in shape)}", tuple(shape) != (512, 512, 200)),
-             (f"--spacing {','.join(str(v) for v in spacing)}", tuple(spacing) != (0.8, 0.8, 2.5)),
+    flags = [(f"--shape {','.join(str(n) for n in shape)}", tuple(shape) != DEFAULT_SHAPE),
+             (f"--spacing {','.join(str(v) for v in spacing)}", tuple(spacing) != DEFAULT_SPACING),
              (f"--ks=\"{','.join(str(k) for k in ks)}\"", tuple(ks) != DEFAULT_KS),
              ("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
              (f'--train_overrides "{train_overrides!r}"', train_overrides),
