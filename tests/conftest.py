@@ -34,10 +34,22 @@ def _demo_of(item: pytest.Item) -> str | None:
     return item.callspec.params.get("name", "btcv") if hasattr(item, "callspec") else "btcv"
 
 
+def _group(item: pytest.Item) -> int:
+    """
+    When a test runs: first those that wait for nothing, then BTCV's demo, then the MONAI Label environment (a
+    download of several GB started at collection, so it has had the most time without holding up the tests that
+    need only BTCV's demo), then the other demos in :data:`DEMO_ORDER`.
+    """
+    demo = _demo_of(item)
+    if "venv" in item.fixturenames and item.path.name == "test_monailabel.py":
+        return 2
+    return 0 if demo is None else 1 if demo == "btcv" else 2 + DEMO_ORDER.index(demo)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The tests that wait for a demo last, grouped by demo in :data:`DEMO_ORDER` (each group in its file order):
+    """The tests that wait for background work last, in the groups of :func:`_group` (each in its file order):
     the others run meanwhile."""
-    items.sort(key=lambda item: -1 if _demo_of(item) is None else DEMO_ORDER.index(_demo_of(item)))
+    items.sort(key=_group)
 
 
 def pytest_collection_finish(session):

@@ -54,16 +54,18 @@ def demo_command(bin_dir: Path, name: str, folder: Path) -> list[str]:
 
 class BackgroundDemos:
     """
-    The non-editable install, then each named bundle's demo, one after the other, all in a background thread.
+    The non-editable install, then the named bundles' demos, in that order, on one worker thread per core.
 
-    The demos run at idle priority (``SCHED_IDLE``): the tests running meanwhile keep the cores they ask for, and
-    the demos use what the tests leave idle (a test waiting for a subprocess or a server), then everything once the
-    other tests are done. One at a time and with PyTorch's own thread count, each trains with the same arithmetic
-    as the README's command (a demo's Dice moves with float rounding, so with the thread count). A demo's result is
-    the same command's, started from another folder, as a user would run it.
+    Each demo runs with one PyTorch thread at idle priority (``SCHED_IDLE``): the tests running meanwhile keep the
+    cores they ask for, and the demos use what the tests leave idle (a test waiting for a subprocess or a server,
+    or running on one core), then everything once the other tests are done. One thread each, because a demo with
+    two threads on a core that a test leaves free half the time makes almost no progress (each step waits for its
+    starved second thread), and two one-thread demos side by side train more per second than one two-thread demo.
+    A demo's result is the README's command, run from another folder as a user would run it; with one thread it
+    trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
 
-    def __init__(self, root: Path, names: list[str]) -> None:
+    def __init__(self, root: Path, names: list[str], workers: int | None = None) -> None:
         self.root, self.names = root, list(names)
         self._done = {name: threading.Event() for name in self.names}
         self._installed = threading.Event()
@@ -71,40 +73,60 @@ class BackgroundDemos:
         self._logs = {name: root / f"demo_{name}" / "cwd" / "demo.log" for name in self.names}
         self._bin: Path | None = None
         self._error: BaseException | None = None
-        self._running: subprocess.Popen | None = None
+        self._queue = list(self.names)
+        self._lock = threading.Lock()
+        self._running: list[subprocess.Popen] = []
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._finished = 0
+        workers = max(1, min(len(self.names), workers or os.cpu_count() or 1))
+        self._threads = [threading.Thread(target=self._run, args=(i == 0,), daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _run(self, installs: bool) -> None:
         try:
-            self._bin = install(self.root / "installed")
-        except BaseException as e:  # re-raised in the tests that wait for it
-            self._error = e
-            return
+            if installs:
+                try:
+                    self._bin = install(self.root / "installed")
+                except BaseException as e:  # re-raised in the tests that wait for it
+                    self._error = e
+                finally:
+                    self._installed.set()
+            self._installed.wait()
+            if self._error is None:
+                self._demos()
         finally:
-            self._installed.set()
+            self._finish()
+
+    def _demos(self) -> None:
+        """Run the next demo in the queue until it is empty or :meth:`stop` was called."""
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PATH"] = f"{self._bin}{os.pathsep}{env.get('PATH', '')}"
-        for name in self.names:
-            if self._stopped:
-                break
-            folder = self._logs[name].parent
-            folder.mkdir(parents=True)
-            with open(self._logs[name], "w") as log:
-                # a process group of its own (to stop it whole) but not a session: Linux's autogroup scheduling
-                # shares the CPU equally between sessions, whatever their priority
-                proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, process_group=0)
-            # idle priority, inherited by the bundle runs it starts
-            os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
-            self._running = proc
-            if self._stopped:  # stop() came while it started
-                os.killpg(proc.pid, signal.SIGTERM)
+        env.update(PATH=f"{self._bin}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
+        while True:
+            with self._lock:
+                if self._stopped or not self._queue:
+                    return
+                name = self._queue.pop(0)
+                folder = self._logs[name].parent
+                folder.mkdir(parents=True)
+                with open(self._logs[name], "w") as log:
+                    # a process group of its own (to stop it whole) but not a session: Linux's autogroup
+                    # scheduling shares the CPU equally between sessions, whatever their priority
+                    proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, process_group=0)
+                # idle priority, inherited by the bundle runs it starts
+                os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+                self._running.append(proc)
             self._returncodes[name] = proc.wait()
             self._done[name].set()
-        for event in self._done.values():  # stopped: nobody waits forever
-            event.set()
+
+    def _finish(self) -> None:
+        """A worker is out of work (stopped, failed or done): once all are, nobody waits for a demo not run."""
+        with self._lock:
+            self._finished += 1
+            if self._finished == len(self._threads):
+                for event in self._done.values():
+                    event.set()
 
     def installed(self) -> tuple[Path, Path]:
         """Wait for the install: (its folder, its ``bin/``)."""
@@ -125,9 +147,11 @@ class BackgroundDemos:
         return self._logs[name].parent / "run"
 
     def stop(self) -> None:
-        """Stop a demo still running (after ``-x``, or a failure): its whole process group; start no other."""
-        self._stopped = True
-        proc = self._running
-        if proc is not None and proc.poll() is None:
+        """Stop the demos still running (after ``-x``, or a failure): each one's process group; start no other."""
+        with self._lock:
+            self._stopped = True
+            running = [proc for proc in self._running if proc.poll() is None]
+        for proc in running:
             os.killpg(proc.pid, signal.SIGTERM)
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()

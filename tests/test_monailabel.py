@@ -343,8 +343,10 @@ def test_readme_commands_and_3d_slicer_requests_on_the_demo_bundle(venv, demo, t
     line = start.replace("/data/my_studies", str(studies)).replace("--port 8000", f"--port {port}")
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
+    # a process group to stop whole, not a session: Linux's autogroup scheduling would give a new session half the
+    # CPU against the tests' session, whose demos run at idle priority, and the server's threads would wait for theirs
     server = subprocess.Popen(line, shell=True, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              process_group=0)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300

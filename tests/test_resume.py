@@ -43,7 +43,7 @@ def test_kill_during_an_epoch_then_resume_equals_an_uninterrupted_run(tiny, tmp_
 
     # the same run, killed with SIGKILL once epoch 3 has begun (epoch 2's checkpoint is on disk)
     run = subprocess.Popen(_cmd(tiny, cut), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
-                           start_new_session=True)
+                           process_group=0)  # a group to kill whole; a new session would get its own CPU share
     for line in run.stdout:
         if "Epoch: 3/3, Iter: 2/5" in line:
             os.killpg(run.pid, signal.SIGKILL)
