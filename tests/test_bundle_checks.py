@@ -82,6 +82,23 @@ def test_bundles_differ_only_in_data_specific_values():
         assert len({(b / "configs" / name).read_text() for b in BUNDLES}) == 1, name
 
 
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_topk_fusion_id_chooses_the_fusion_in_training_and_inference(bundle):
+    """``topk_fusion`` reaches NMSWNet in both top-k configs: the class-wise gate by default, else the conv fusion."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.networks.blocks import ClassGate, ConvFusion
+
+    small = {"channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "global_channels": [8, 16, 32, 64],
+             "global_strides": [1, 2, 2, 2]}
+    for configs in (["train.json", "train_topk.json"], ["inference.json", "inference_topk.json"]):
+        for fusion, expected in ((None, ClassGate), ("conv", ConvFusion)):
+            parser = ConfigParser()
+            parser.read_config([str(bundle / "configs" / name) for name in configs])
+            parser.update({**small, **({"topk_fusion": fusion} if fusion else {})})
+            assert type(parser.get_parsed_content("network_def").fusion) is expected, (configs, fusion)
+
+
 def test_verify_tool_exits_zero():
     schemas = ",".join(str(s) for s in SCHEMAS[1:] if s.is_file())
     # one bundle through the CLI; the checks themselves run on every bundle in the tests above

@@ -80,8 +80,9 @@ DEMO_VALUES: dict[str, dict[str, object]] = {
     "amos": {"pos_fraction": 0.67},
     "brats": {"epochs": 3, "val_interval": 3},
 }
-# the top-k model's network ids (inference needs them to rebuild it): written into the trained bundle
-TOPK_NETWORK_IDS = ("global_channels", "global_strides")
+# the top-k model's network ids (inference needs them to rebuild it): those the demo sets are written into the
+# trained bundle
+TOPK_NETWORK_IDS = ("global_channels", "global_strides", "topk_fusion")
 # the two top-k stages on the demo phantoms (128 x 128 x 48 voxels): 200 iterations of the global network on whole
 # shrunk volumes, then 100 of the score head and the fusion gate with both networks frozen
 DEMO_GLOBAL_OVERRIDES = {**GLOBAL_CPU_OVERRIDES, "epochs": 2, "val_interval": 2}
@@ -91,7 +92,7 @@ DEMO_TOPK_OVERRIDES = {**TOPK_CPU_OVERRIDES, "canvas_size": [64, 96, 96], "epoch
 def _training_values(dataset: str, overrides: dict | None) -> tuple[dict, dict]:
     """What the trained bundle's configs get: the CPU demo settings (sliding-window configs) and the top-k ids."""
     values = {**CPU_DEMO_OVERRIDES, **DEMO_VALUES[dataset], **(overrides or {})}
-    return values, {k: TOPK_CPU_OVERRIDES[k] for k in TOPK_NETWORK_IDS}
+    return values, {k: TOPK_CPU_OVERRIDES[k] for k in TOPK_NETWORK_IDS if k in TOPK_CPU_OVERRIDES}
 
 
 def run_demo(dataset: str = "btcv", workdir: str | os.PathLike = "demo_output", overwrite: bool = False,

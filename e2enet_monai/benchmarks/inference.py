@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES
+from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, GLOBAL_CPU_OVERRIDES, TOPK_CPU_OVERRIDES, TOPK_NETWORK_IDS
 from e2enet_monai.apps.runner import run_bundle
 from e2enet_monai.benchmarks.process import run_in_fresh_process
 from e2enet_monai.benchmarks.report import write_report
@@ -241,7 +241,7 @@ def benchmark_inference(
 
     net = {k: base[k] for k in ("channels", "strides", "patch_size")}
     net["invert_labels"] = invert_labels
-    net_topk = {**net, **{k: topk[k] for k in ("global_channels", "global_strides")}}
+    net_topk = {**net, **{k: topk[k] for k in TOPK_NETWORK_IDS if k in topk}}
     methods = [("sliding window", ["inference.json"], net, 0)]
     for k in ks:
         topk_k = ALL_CANDIDATES if k < 0 else k
