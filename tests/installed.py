@@ -65,7 +65,7 @@ class BackgroundDemos:
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
 
-    def __init__(self, root: Path, names: list[str], workers: int | None = None) -> None:
+    def __init__(self, root: Path, names: list[str]) -> None:
         self.root, self.names = root, list(names)
         self._done = {name: threading.Event() for name in self.names}
         self._installed = threading.Event()
@@ -78,7 +78,7 @@ class BackgroundDemos:
         self._running: list[subprocess.Popen] = []
         self._stopped = False
         self._finished = 0
-        workers = max(1, min(len(self.names), workers or os.cpu_count() or 1))
+        workers = max(1, min(len(self.names), os.cpu_count() or 1))
         self._threads = [threading.Thread(target=self._run, args=(i == 0,), daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
