@@ -248,6 +248,34 @@ def test_blend_holds_only_the_refined_cells_and_its_labels_are_the_argmax_of_its
     assert torch.equal(blend.labels(coarse, downsample, sigmoid=True), (logits > 0).to(torch.uint8))
 
 
+def test_blend_with_gradients_gives_the_same_logits_and_the_gradients_of_the_dense_blend():
+    """Training joins each slab from pieces (its backward pass copies no slab), inference writes the cells into the
+    slab in place: the same logits, bit for bit; the patches get the gradients of the dense aggregation."""
+    from e2enet_monai.networks.blocks import PatchAccumulator
+
+    torch.manual_seed(0)
+    spatial, roi, downsample = (40, 36, 30), (16, 16, 16), 2
+    grid = CandidateGrid.build(spatial, roi, 0.5)
+    boxes = [(0, grid.origin(i)) for i in (0, 1, len(grid) - 1)] + [(1, grid.origin(3))]
+    weight, coarse = torch.rand(roi) + 0.1, torch.randn(2, C, 20, 18, 15)
+    patches = torch.randn(len(boxes), C, *roi)
+
+    def blended(p):
+        blend = PatchAccumulator(2, C, spatial, weight, boxes)
+        blend.add(p, boxes)
+        return blend.result(coarse, downsample)
+
+    with torch.no_grad():
+        reference = blended(patches)
+    leaf, dense = patches.clone().requires_grad_(), patches.clone().requires_grad_()
+    logits = blended(leaf)
+    assert torch.equal(logits, reference)
+    probe = torch.randn_like(logits)
+    (logits * probe).sum().backward()
+    (_dense_blend(coarse, dense, boxes, spatial, weight, downsample) * probe).sum().backward()
+    assert leaf.grad.abs().sum() > 0 and torch.allclose(leaf.grad, dense.grad, atol=1e-5)
+
+
 @pytest.mark.parametrize("k", [0, 1, 4, 10**6])
 def test_label_output_is_the_argmax_of_the_logits_output(k):
     model = make_model().eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterator, Sequence
 
@@ -12,6 +13,10 @@ from e2enet_monai.utils.patches import box_slices, upsample_region
 __all__ = ["PatchAccumulator"]
 
 Box = tuple[int, Sequence[int]]  # (batch index, origin)
+
+
+def _cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
 
 class PatchAccumulator:
@@ -55,6 +60,8 @@ class PatchAccumulator:
                     shape = [self.cuts[a][i + 1] - self.cuts[a][i] for a, i in enumerate(cell)]
                     self.cells[(b, *cell)] = (torch.zeros((channels, *shape), device=device, dtype=dtype),
                                               torch.zeros((1, *shape), device=device, dtype=dtype))
+        # (batch index, *leading cell indices) of the covered cells, every length: where _join must look deeper
+        self._covered = {key[: n + 1] for key in self.cells for n in range(len(key))}
 
     def _cells_of(self, origin: Sequence[int]) -> Iterator[tuple[int, ...]]:
         """Indices (one interval per axis) of the cells the box at ``origin`` covers."""
@@ -79,13 +86,32 @@ class PatchAccumulator:
                 count += weight
 
     def _slabs(self, coarse: torch.Tensor, downsample: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(z, depth, logits)``: the blended logits ``(B, C, depth, *S[1:])`` of one slab of depth ``roi[0]``."""
+        """
+        ``(z, depth, logits)``: the blended logits ``(B, C, depth, *S[1:])`` of one slab of depth ``roi[0]``.
+
+        Without gradients the cells are written into the slab of upsampled coarse logits in place (no copy of the
+        slab). With gradients the slab is joined from pieces (:meth:`_join`): the backward pass of an in-place write
+        copies the whole slab's gradient, once per cell, which made this blend half of a top-k training step.
+        """
         size = self.spatial
         slab = max(1, self.roi_size[0])
+        differentiable = torch.is_grad_enabled() and any(total.requires_grad for total, _ in self.cells.values())
         for z in range(0, size[0], slab):
             depth = min(slab, size[0] - z)
             values = upsample_region(coarse, (z, *([0] * (len(size) - 1))), (depth, *size[1:]), downsample)
             values = values.to(self.dtype)
+            if differentiable:
+                bounds = [z, *(c for c in self.cuts[0] if z < c < z + depth), z + depth]
+                volumes = []
+                for b in range(self.batch):
+                    layers = []
+                    for lo, hi in itertools.pairwise(bounds):
+                        cell = bisect.bisect_right(self.cuts[0], lo) - 1
+                        layers.append(self._join(values[b : b + 1, :, lo - z : hi - z], b, (cell,),
+                                                 lo - self.cuts[0][cell]))
+                    volumes.append(_cat(layers, 2))
+                yield z, depth, _cat(volumes, 0)
+                continue
             for (b, *cell), (total, count) in self.cells.items():
                 start, shape = self._cell_box(cell)
                 lo, hi = max(z, start[0]), min(z + depth, start[0] + shape[0])
@@ -96,6 +122,25 @@ class PatchAccumulator:
                 part = count[inside]
                 values[region] = torch.where(part > 0, total[inside] / part.clamp_min(1e-12), values[region])
             yield z, depth, values
+
+    def _join(self, values: torch.Tensor, b: int, cell: tuple[int, ...], offset: int) -> torch.Tensor:
+        """
+        Volume ``b``'s logits in the cell intervals ``cell`` of the first axes (the first from ``offset`` into its
+        interval), every later axis whole: ``values`` ``(1, C, ...)`` (upsampled coarse) where no cell is covered,
+        the cells' blended patches where one is; the same operations per voxel as the in-place write of
+        :meth:`_slabs`.
+        """
+        axis = len(cell)
+        if (b, *cell) not in self._covered:
+            return values
+        if axis == len(self.spatial):
+            total, count = self.cells[(b, *cell)]
+            inside = (slice(None), slice(offset, offset + values.shape[2]))
+            part = count[inside]
+            return torch.where(part > 0, total[inside] / part.clamp_min(1e-12), values)
+        cuts = self.cuts[axis]
+        return _cat([self._join(values.narrow(axis + 2, lo, hi - lo), b, (*cell, i), offset)
+                     for i, (lo, hi) in enumerate(itertools.pairwise(cuts))], axis + 2)
 
     def result(self, coarse: torch.Tensor, downsample: int) -> torch.Tensor:
         """
