@@ -56,11 +56,13 @@ class BackgroundDemos:
     """
     The non-editable install, then the named bundles' demos, in that order, on one worker thread per core.
 
-    Each demo runs with one PyTorch thread at idle priority (``SCHED_IDLE``): the tests running meanwhile keep the
-    cores they ask for, and the demos use what the tests leave idle (a test waiting for a subprocess or a server,
-    or running on one core), then everything once the other tests are done. One thread each, because a demo with
-    two threads on a core that a test leaves free half the time makes almost no progress (each step waits for its
-    starved second thread), and two one-thread demos side by side train more per second than one two-thread demo.
+    Each demo runs with one PyTorch thread below the tests' priority (the first at nice 19, the others at idle
+    priority, ``SCHED_IDLE``): the tests running meanwhile keep the cores they ask for, and the demos use what the
+    tests leave idle (a test waiting for a subprocess or a server, or running on one core), most of it going to the
+    first demo, which most tests wait for; then everything once the other tests are done. One thread each, because
+    a demo with two threads on a core that a test leaves free half the time makes almost no progress (each step
+    waits for its starved second thread), and two one-thread demos side by side train more per second than one
+    two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
