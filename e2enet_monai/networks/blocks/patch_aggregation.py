@@ -90,8 +90,8 @@ class PatchAccumulator:
         ``(z, depth, logits)``: the blended logits ``(B, C, depth, *S[1:])`` of one slab of depth ``roi[0]``.
 
         Without gradients the cells are written into the slab of upsampled coarse logits in place (no copy of the
-        slab). With gradients the slab is joined from pieces (:meth:`_join`): the backward pass of an in-place write
-        copies the whole slab's gradient, once per cell, which made this blend half of a top-k training step.
+        slab). With gradients the slab is joined from pieces (:meth:`_join`), whose backward pass hands each piece its
+        own part of the gradient; that of an in-place write would copy the whole slab's gradient once per cell.
         """
         size = self.spatial
         slab = max(1, self.roi_size[0])
