@@ -126,21 +126,23 @@ def test_reuse_retrains_from_the_first_stage_whose_settings_or_configs_changed(t
 def test_report_command_reads_back_to_the_same_settings():
     """The command quoted in the report, pasted in a shell, gives fire the same flags (booleans stay booleans)."""
     train, topk = {"sparse_training": False, "epochs": 20, "patch_size": [32, 48, 48]}, {"epochs": 8}
-    glob = {"learning_rate": 0.001}
+    glob, infer = {"learning_rate": 0.001}, {"topk_selection": "uncertainty"}
     line = command_line(invert_labels=False, train_overrides=train, topk_overrides=topk, global_overrides=glob,
-                        shape=(128, 128, 48), ks=(0, 5, -1), spacing=(1.5, 1.5, 2.0))
+                        shape=(128, 128, 48), ks=(0, 5, -1), spacing=(1.5, 1.5, 2.0), topk_inference_overrides=infer)
     seen = {}
 
     def main(invert_labels=True, reuse_training=False, train_overrides=None, topk_overrides=None,
-             global_overrides=None, shape=(512, 512, 200), ks=DEFAULT_KS, spacing=(0.8, 0.8, 2.5)):
+             global_overrides=None, shape=(512, 512, 200), ks=DEFAULT_KS, spacing=(0.8, 0.8, 2.5),
+             topk_inference_overrides=None):
         seen.update(invert_labels=invert_labels, reuse_training=reuse_training, train=train_overrides,
-                    topk=topk_overrides, glob=global_overrides, shape=shape, ks=ks, spacing=spacing)
+                    topk=topk_overrides, glob=global_overrides, shape=shape, ks=ks, spacing=spacing,
+                    infer=topk_inference_overrides)
 
     words = shlex.split(line)
     assert words[:2] == ["python", "tools/benchmark_inference.py"]
     fire.Fire(main, command=words[2:])
     assert seen == {"invert_labels": False, "reuse_training": False, "train": train, "topk": topk, "glob": glob,
-                    "shape": (128, 128, 48), "ks": (0, 5, -1), "spacing": (1.5, 1.5, 2.0)}
+                    "shape": (128, 128, 48), "ks": (0, 5, -1), "spacing": (1.5, 1.5, 2.0), "infer": infer}
     assert command_line() == "python tools/benchmark_inference.py"
 
 

@@ -1,5 +1,7 @@
 """Top-k patch segmentation: candidate grid, selection, NMSWNet training forward, top-k patch inference."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.inferers.utils import _get_scan_interval
 from monai.networks.nets import SegResNet
 
-from e2enet_monai.inferers import TopKPatchInferer, TopKPatchModel, topk_patch_inference
+from e2enet_monai.inferers import TopKPatchInferer, TopKPatchModel, coarse_uncertainty_scores, topk_patch_inference
 from e2enet_monai.losses import TopKPatchLoss
 from e2enet_monai.networks import E2ENet, NMSWNet, NMSWOutput
 from e2enet_monai.networks.blocks import adaptive_k, gumbel_topk, topk_indices
@@ -209,6 +211,47 @@ def test_k_zero_is_the_global_network_alone():
     assert out.shape == (1, C, 37, 40, 29) and torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="k must be >= 0"):
         TopKPatchInferer(k=-1)
+
+
+def test_uncertainty_scores_sum_the_coarse_uncertainty_over_every_coarse_voxel_a_box_touches():
+    """Softmax: 1 - the top probability; sigmoid channels: the largest 1 - |2p - 1|; summed per candidate box."""
+    spatial, downsample = (40, 36, 30), 3
+    grid = CandidateGrid.build(spatial, ROI, 0.5)
+    small = [math.ceil(n / downsample) for n in spatial]
+    coarse = torch.full((1, C, *small), -20.0)
+    coarse[:, 0] = 20.0  # sure background everywhere ...
+    coarse[0, :, 9:, 8:, 7:] = 0.0  # ... but in the far corner: uniform, uncertainty 1 - 1 / C
+    scores = coarse_uncertainty_scores(coarse, grid, downsample)
+    for i, origin in enumerate(grid.origins()):
+        box = [range(o // downsample, math.ceil((o + r) / downsample)) for o, r in zip(origin, ROI)]
+        unsure = sum(1 for z in box[0] for y in box[1] for x in box[2] if z >= 9 and y >= 8 and x >= 7)
+        assert scores[0, i].item() == pytest.approx(unsure * (1 - 1 / C), abs=1e-4)
+    assert int(scores.argmax()) == len(grid) - 1  # the corner candidate first
+    logits = torch.full((1, 2, *small), 8.0)
+    logits[0, 1, :2] = 0.0  # one channel at p = 0.5 in the first two slices: uncertainty 1 there
+    sig = coarse_uncertainty_scores(logits, grid, downsample, sigmoid=True)
+    first = [i for i, o in enumerate(grid.origins()) if o[0] // downsample < 2]
+    assert set(first) == {i for i in range(len(grid)) if sig[0, i] > 1}
+
+
+def test_uncertainty_selection_refines_where_the_global_network_is_least_sure():
+    model = make_model(k=2).eval()
+    x = torch.rand(1, 1, 37, 40, 29)
+    out, picks = topk_patch_inference(x, model, selection="uncertainty")
+    with torch.no_grad():
+        coarse, _ = model.global_forward(x)
+    scores = coarse_uncertainty_scores(coarse, picks[0][1], model.downsample)
+    assert picks[0][0] == sorted(topk_indices(scores, 2)[0].tolist())
+    inferer = TopKPatchInferer(selection="uncertainty", output="labels")
+    labels = inferer(x, model)
+    assert inferer.last_selection[0][0] == picks[0][0]
+    assert torch.equal(labels, out.argmax(1, keepdim=True).to(torch.uint8))
+    with pytest.raises(ValueError, match="selection='uncertainty'.*use selection='learned'"):
+        TopKPatchInferer(selection="uncertainty", mode="sample")
+    with pytest.raises(ValueError, match="no mass"):
+        TopKPatchInferer(selection="uncertainty", mass=0.9)
+    with pytest.raises(ValueError, match="selection one of"):
+        TopKPatchInferer(selection="oracle")
 
 
 def _dense_blend(coarse, patches, boxes, spatial, weight, downsample):

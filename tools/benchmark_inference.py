@@ -19,7 +19,7 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
          shape: tuple = DEFAULT_SHAPE, spacing: tuple = DEFAULT_SPACING, ks: tuple = DEFAULT_KS,
          num_train: int = 8, num_test: int = 2, threads: int = 2, seed: int = 0, invert_labels: bool = True,
          reuse_training: bool = False, train_overrides: dict | None = None, topk_overrides: dict | None = None,
-         global_overrides: dict | None = None) -> None:
+         global_overrides: dict | None = None, topk_inference_overrides: dict | None = None) -> None:
     """
     Train the BTCV bundle (sliding window), the global network of its top-k model (whole shrunk volumes) and the
     top-k model on phantoms of SHAPE voxels at SPACING mm, then time
@@ -45,11 +45,13 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
             e.g. "{'sparse_training': False, 'epochs': 20}" (Python literals: False, not false).
         topk_overrides: config ids changed in the top-k training, e.g. "{'epochs': 8}".
         global_overrides: config ids changed in the global network's training, e.g. "{'epochs': 20}".
+        topk_inference_overrides: config ids changed in the top-k inference runs only, e.g.
+            "{'topk_selection': 'uncertainty'}" (with REUSE_TRAINING, no stage is retrained).
     """
     rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed,
                                train_overrides=train_overrides, topk_overrides=topk_overrides,
                                invert_labels=invert_labels, reuse_training=reuse_training,
-                               global_overrides=global_overrides)
+                               global_overrides=global_overrides, topk_inference_overrides=topk_inference_overrides)
     sw, minutes = rows[0], rows[0]["train_minutes"]
     post = "label map inverted by nearest neighbour" if invert_labels else "probabilities inverted"
     header = (f"Sliding window (overlap 0.5, Gaussian) vs top-k patch inference, BTCV bundle, {num_test} held-out "
@@ -59,7 +61,7 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
               f"min, on {num_train} phantoms); postprocessing: {post}; times are means per volume. "
               f"Machine: {machine_label(threads)}. Command: "
               + command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides,
-                             shape, ks, spacing))
+                             shape, ks, spacing, topk_inference_overrides))
     for path in write_inference_report(rows, out_dir, header):
         print(f"wrote {path}")
 

@@ -187,6 +187,7 @@ def benchmark_inference(
     invert_labels: bool = True,
     reuse_training: bool = False,
     global_overrides: dict | None = None,
+    topk_inference_overrides: dict | None = None,
 ) -> list[dict]:
     """
     Train the BTCV bundle with sliding window (CPU demo settings and :data:`SW_BENCHMARK_OVERRIDES`), then the
@@ -198,7 +199,8 @@ def benchmark_inference(
     inverting probabilities).
 
     ``train_overrides``, ``global_overrides`` and ``topk_overrides`` change the three trainings (e.g. fewer
-    iterations for a smoke run); the later stages inherit ``train_overrides``. ``reuse_training`` keeps the
+    iterations for a smoke run); the later stages inherit ``train_overrides``. ``topk_inference_overrides`` change
+    the top-k inference runs only (e.g. ``topk_selection``). ``reuse_training`` keeps the
     phantoms in ``workdir`` and every training stage whose settings, and those of the stages before it, are
     unchanged (to re-time inference, or retrain only the top-k stages); it refuses phantoms made with other
     settings. Otherwise ``workdir`` is replaced.
@@ -241,7 +243,7 @@ def benchmark_inference(
 
     net = {k: base[k] for k in ("channels", "strides", "patch_size")}
     net["invert_labels"] = invert_labels
-    net_topk = {**net, **{k: topk[k] for k in TOPK_NETWORK_IDS if k in topk}}
+    net_topk = {**net, **{k: topk[k] for k in TOPK_NETWORK_IDS if k in topk}, **(topk_inference_overrides or {})}
     methods = [("sliding window", ["inference.json"], net, 0)]
     for k in ks:
         topk_k = ALL_CANDIDATES if k < 0 else k
@@ -366,7 +368,7 @@ def write_shipped_report(rows: list[dict], out_dir: str | os.PathLike, header: s
 def command_line(invert_labels: bool = True, reuse_training: bool = False, train_overrides: dict | None = None,
                  topk_overrides: dict | None = None, global_overrides: dict | None = None,
                  shape: Sequence[int] = DEFAULT_SHAPE, ks: Sequence[int] = DEFAULT_KS,
-                 spacing: Sequence[float] = DEFAULT_SPACING) -> str:
+                 spacing: Sequence[float] = DEFAULT_SPACING, topk_inference_overrides: dict | None = None) -> str:
     """The ``tools/benchmark_inference.py`` command (shell syntax) naming the flags that differ from the defaults;
     overrides are written as Python literals, which is how ``fire`` reads them back."""
     flags = [(f"--shape {','.join(str(n) for n in shape)}", tuple(shape) != DEFAULT_SHAPE),
@@ -375,7 +377,8 @@ def command_line(invert_labels: bool = True, reuse_training: bool = False, train
              ("--invert_labels False", not invert_labels), ("--reuse_training True", reuse_training),
              (f'--train_overrides "{train_overrides!r}"', train_overrides),
              (f'--global_overrides "{global_overrides!r}"', global_overrides),
-             (f'--topk_overrides "{topk_overrides!r}"', topk_overrides)]
+             (f'--topk_overrides "{topk_overrides!r}"', topk_overrides),
+             (f'--topk_inference_overrides "{topk_inference_overrides!r}"', topk_inference_overrides)]
     return " ".join(["python tools/benchmark_inference.py"] + [f for f, on in flags if on])
 
 

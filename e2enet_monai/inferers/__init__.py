@@ -1,6 +1,11 @@
 from e2enet_monai.inferers.ensemble import EnsembleInferer, mirror_flips
 from e2enet_monai.inferers.runtime import BACKENDS, RuntimeInferer, exported_network
-from e2enet_monai.inferers.topk import TopKPatchInferer, TopKPatchModel, topk_patch_inference
+from e2enet_monai.inferers.topk import (
+    TopKPatchInferer,
+    TopKPatchModel,
+    coarse_uncertainty_scores,
+    topk_patch_inference,
+)
 
 __all__ = [
     "BACKENDS",
@@ -8,6 +13,7 @@ __all__ = [
     "RuntimeInferer",
     "TopKPatchInferer",
     "TopKPatchModel",
+    "coarse_uncertainty_scores",
     "exported_network",
     "mirror_flips",
     "topk_patch_inference",

@@ -12,12 +12,14 @@ from monai.utils import convert_to_dst_type
 
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
-from e2enet_monai.utils.patches import CandidateGrid, box_slices, upsample_region
+from e2enet_monai.utils.patches import CandidateGrid, box_slices, coarse_box_slices, upsample_region
 
-__all__ = ["MODES", "OUTPUTS", "TopKPatchInferer", "TopKPatchModel", "topk_patch_inference"]
+__all__ = ["MODES", "OUTPUTS", "SELECTIONS", "TopKPatchInferer", "TopKPatchModel", "coarse_uncertainty_scores",
+           "topk_patch_inference"]
 
 MODES = ("topk", "sample")
 OUTPUTS = ("logits", "labels")
+SELECTIONS = ("learned", "uncertainty")
 
 
 @runtime_checkable
@@ -46,10 +48,15 @@ class TopKPatchModel(Protocol):
         """Blending weights ``(*roi)``."""
 
 
-def _check_settings(k: int | None, mode: str, patch_batch_size: int, output: str) -> None:
-    if mode not in MODES or output not in OUTPUTS:
-        raise ValueError(f"mode must be one of {MODES} and output one of {OUTPUTS}, got mode={mode!r}, "
-                         f"output={output!r}.")
+def _check_settings(k: int | None, mode: str, patch_batch_size: int, output: str, selection: str = "learned",
+                    mass: float | None = None) -> None:
+    if mode not in MODES or output not in OUTPUTS or selection not in SELECTIONS:
+        raise ValueError(f"mode must be one of {MODES}, output one of {OUTPUTS} and selection one of {SELECTIONS}, "
+                         f"got mode={mode!r}, output={output!r}, selection={selection!r}.")
+    if selection == "uncertainty" and (mode != "topk" or mass is not None):
+        raise ValueError(f"selection='uncertainty' ranks the candidates by summed coarse uncertainty, not by score "
+                         f"logits: use it with mode='topk' and no mass (got mode={mode!r}, mass={mass}); for "
+                         f"mode='sample' or mass use selection='learned' (topk_selection in the bundles).")
     if (k is not None and int(k) < 0) or int(patch_batch_size) < 1:
         raise ValueError(f"k must be >= 0 and patch_batch_size >= 1, got k={k}, patch_batch_size={patch_batch_size}.")
 
@@ -69,6 +76,28 @@ def _select(scores: torch.Tensor, k: int, mode: str, seed: int, mass: float | No
     return [sorted(int(i) for i in order[b, :kb]) for b, kb in enumerate(ks)]
 
 
+def coarse_uncertainty_scores(coarse: torch.Tensor, grid: CandidateGrid, downsample: int,
+                              sigmoid: bool = False) -> torch.Tensor:
+    """
+    Candidate scores without the score head: the global network's uncertainty summed over each candidate's box,
+    i.e. where a refined patch can change the coarse prediction most. Per coarse voxel ``1 - max_c p_c`` of the
+    softmax, or for independent sigmoid channels the largest ``1 - |2 p - 1|``; summed over the coarse voxels the
+    box touches.
+
+    Shape: ``coarse`` ``(B, C, *s)`` (the grid's full-resolution size ``downsample`` times smaller) -> ``(B, N)``.
+    """
+    coarse = coarse.float()
+    if sigmoid:
+        uncertainty = (1 - (2 * torch.sigmoid(coarse) - 1).abs()).amax(1)
+    else:
+        uncertainty = 1 - torch.softmax(coarse, 1).amax(1)
+    return torch.stack(
+        [uncertainty[(slice(None), *coarse_box_slices(origin, grid.roi_size, downsample))].flatten(1).sum(1)
+         for origin in grid.origins()],
+        dim=1,
+    )
+
+
 @torch.no_grad()
 def topk_patch_inference(
     inputs: torch.Tensor,
@@ -82,6 +111,7 @@ def topk_patch_inference(
     patch_batch_size: int = 4,
     progress: bool = False,
     output: str = "logits",
+    selection: str = "learned",
 ) -> tuple[torch.Tensor, list[tuple[list[int], CandidateGrid]]]:
     """
     Segment whole volumes with a top-k patch model: pad to at least ``roi_size`` (symmetric, as sliding window,
@@ -107,6 +137,9 @@ def topk_patch_inference(
         output: ``"logits"``, or ``"labels"``: the label map of those logits (argmax; every channel thresholded at
             0 for a sigmoid model), built one slab at a time, so only the refined patches' region is ever held as
             full-resolution class logits (see :class:`~e2enet_monai.networks.blocks.PatchAccumulator`).
+        selection: what ranks the candidates: ``"learned"`` (the model's score head, NMSW's selection) or
+            ``"uncertainty"`` (:func:`coarse_uncertainty_scores`: the global network's summed uncertainty per box,
+            no score head; ``mode="topk"`` without ``mass`` only).
 
     Returns:
         logits ``(B, num_classes, *S)`` (float32), or labels (uint8, ``(B, 1, *S)``; ``(B, num_classes, *S)`` for
@@ -116,7 +149,7 @@ def topk_patch_inference(
         raise TypeError(f"top-k patch inference needs a top-k patch network (e.g. NMSWNet: global_forward, "
                         f"candidate_scores, local_forward, fuse, importance_map), got {type(network).__name__}; use "
                         f"SlidingWindowInferer for a plain segmenter.")
-    _check_settings(k, mode, patch_batch_size, output)
+    _check_settings(k, mode, patch_batch_size, output, selection, mass)
     k = network.k if k is None else int(k)
     roi = tuple(int(r) for r in network.roi_size)
     if inputs.dim() != 2 + len(roi):
@@ -130,12 +163,13 @@ def topk_patch_inference(
     coarse, feature = network.global_forward(x)
     grid = CandidateGrid.build(size, roi, network.overlap)
     if k == 0 and mass is None:
-        selection: list[list[int]] = [[] for _ in range(x.shape[0])]
+        picks: list[list[int]] = [[] for _ in range(x.shape[0])]
     else:
-        scores = network.candidate_scores(coarse, feature, grid).float()
-        selection = _select(scores, k, mode, seed, mass, k_min, k_max)
+        scores = (network.candidate_scores(coarse, feature, grid) if selection == "learned"
+                  else coarse_uncertainty_scores(coarse, grid, network.downsample, bool(network.sigmoid)))
+        picks = _select(scores.float(), k, mode, seed, mass, k_min, k_max)
 
-    jobs = [(b, grid.origin(i)) for b, sel in enumerate(selection) for i in sel]
+    jobs = [(b, grid.origin(i)) for b, sel in enumerate(picks) for i in sel]
     blend = PatchAccumulator(x.shape[0], coarse.shape[1], size, network.importance_map(x.device, torch.float32), jobs)
     batches = [jobs[j : j + int(patch_batch_size)] for j in range(0, len(jobs), int(patch_batch_size))]
     if progress:
@@ -156,7 +190,7 @@ def topk_patch_inference(
     out = out[crop]
     if isinstance(inputs, MetaTensor):  # the input's metadata, as MONAI's sliding window returns it
         out = convert_to_dst_type(out, inputs, dtype=out.dtype)[0]
-    return out, [(sel, grid) for sel in selection]
+    return out, [(sel, grid) for sel in picks]
 
 
 class TopKPatchInferer(Inferer):
@@ -171,8 +205,9 @@ class TopKPatchInferer(Inferer):
 
     Args:
         k: patches per volume; ``None``: the model's ``k``; ``0``: the global network alone.
-        mode, seed, mass, k_min, k_max, patch_batch_size, progress, output: as :func:`topk_patch_inference`
-            (``output="labels"`` returns the uint8 label map, for a postprocessing that takes labels).
+        mode, seed, mass, k_min, k_max, patch_batch_size, progress, output, selection: as
+            :func:`topk_patch_inference` (``output="labels"`` returns the uint8 label map, for a postprocessing that
+            takes labels).
 
     After each call, ``last_selection`` holds, per batch item, the chosen candidate indices and the grid.
     """
@@ -188,9 +223,11 @@ class TopKPatchInferer(Inferer):
         patch_batch_size: int = 4,
         progress: bool = False,
         output: str = "logits",
+        selection: str = "learned",
     ) -> None:
         super().__init__()
-        _check_settings(k, mode, patch_batch_size, output)  # at construction: a bad config fails before any work
+        # at construction: a bad config fails before any work
+        _check_settings(k, mode, patch_batch_size, output, selection, mass)
         self.k = None if k is None else int(k)
         self.mode = mode
         self.seed = int(seed)
@@ -200,11 +237,12 @@ class TopKPatchInferer(Inferer):
         self.patch_batch_size = int(patch_batch_size)
         self.progress = progress
         self.output = output
+        self.selection = selection
         self.last_selection: list[tuple[list[int], CandidateGrid]] = []
 
     def __call__(self, inputs: torch.Tensor, network: TopKPatchModel, *args: object, **kwargs: object) -> torch.Tensor:
         """``(B, C_in, *S)`` -> logits ``(B, num_classes, *S)`` (labels with ``output="labels"``)."""
         out, self.last_selection = topk_patch_inference(
             inputs, network, self.k, self.mode, self.seed, self.mass, self.k_min, self.k_max, self.patch_batch_size,
-            self.progress, self.output)
+            self.progress, self.output, self.selection)
         return out

@@ -14,13 +14,19 @@ import torch
 import torch.nn.functional as F
 from monai.data.utils import dense_patch_slices
 
-__all__ = ["CandidateGrid", "box_slices", "pad_end", "padded_shape", "scan_interval", "shrink_image", "shrink_label",
-           "upsample_region"]
+__all__ = ["CandidateGrid", "box_slices", "coarse_box_slices", "pad_end", "padded_shape", "scan_interval",
+           "shrink_image", "shrink_label", "upsample_region"]
 
 
 def box_slices(origin: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
     """Spatial slices of the box ``origin .. origin + size``."""
     return tuple(slice(o, o + r) for o, r in zip(origin, size))
+
+
+def coarse_box_slices(origin: Sequence[int], size: Sequence[int], factor: int) -> tuple[slice, ...]:
+    """Slices of the map ``factor`` times smaller that cover the full-resolution box ``origin .. origin + size``
+    (every coarse voxel the box touches)."""
+    return tuple(slice(o // factor, -(-(o + s) // factor)) for o, s in zip(origin, size))
 
 
 def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]) -> tuple[int, ...]:

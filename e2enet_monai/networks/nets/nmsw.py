@@ -13,7 +13,14 @@ from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS
 from e2enet_monai.networks.blocks.patch_selection import gumbel_topk
 from e2enet_monai.networks.blocks.score_head import ScoreHead
-from e2enet_monai.utils.patches import CandidateGrid, box_slices, padded_shape, shrink_image, upsample_region
+from e2enet_monai.utils.patches import (
+    CandidateGrid,
+    box_slices,
+    coarse_box_slices,
+    padded_shape,
+    shrink_image,
+    upsample_region,
+)
 
 __all__ = ["NMSWNet", "NMSWOutput"]
 
@@ -175,14 +182,9 @@ class NMSWNet(nn.Module):
         if not self.mask_background:
             return scores
         fg = self.foreground(coarse.detach())
-        ds = self.downsample
         allowed = torch.stack(
-            [
-                fg[(slice(None), *(slice(o // ds, -(-(o + r) // ds)) for o, r in zip(origin, grid.roi_size)))]
-                .flatten(1)
-                .any(1)
-                for origin in grid.origins()
-            ],
+            [fg[(slice(None), *coarse_box_slices(origin, grid.roi_size, self.downsample))].flatten(1).any(1)
+             for origin in grid.origins()],
             dim=1,
         )
         return scores + (~allowed).to(scores.dtype) * MASKED_SCORE
