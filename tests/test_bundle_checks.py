@@ -99,6 +99,27 @@ def test_topk_fusion_id_chooses_the_fusion_in_training_and_inference(bundle):
             assert type(parser.get_parsed_content("network_def").fusion) is expected, (configs, fusion)
 
 
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_topk_selection_id_reaches_the_inferer(bundle):
+    """``topk_selection`` reaches TopKPatchInferer in inference and in the top-k model's validation (so evaluate.json
+    measures what inference does): the coarse uncertainty by default, else the score head; a value it does not
+    know is refused when the inferer is built."""
+    from monai.bundle import ConfigParser
+
+    for configs, key in ((["inference.json", "inference_topk.json"], "inferer"),
+                         (["train.json", "train_topk.json"], "validate#inferer")):
+        for selection, expected in ((None, "uncertainty"), ("learned", "learned"), ("oracle", None)):
+            parser = ConfigParser()
+            parser.read_config([str(bundle / "configs" / name) for name in configs])
+            parser.update({"topk_selection": selection} if selection else {})
+            if expected is None:
+                with pytest.raises(RuntimeError) as info:  # MONAI's "failed to instantiate", from our ValueError
+                    parser.get_parsed_content(key)
+                assert "selection one of ('learned', 'uncertainty')" in str(info.value.__cause__)
+            else:
+                assert parser.get_parsed_content(key).selection == expected, (configs, selection)
+
+
 def test_verify_tool_exits_zero():
     schemas = ",".join(str(s) for s in SCHEMAS[1:] if s.is_file())
     # one bundle through the CLI; the checks themselves run on every bundle in the tests above
