@@ -46,7 +46,7 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
         topk_overrides: config ids changed in the top-k training, e.g. "{'epochs': 8}".
         global_overrides: config ids changed in the global network's training, e.g. "{'epochs': 20}".
         topk_inference_overrides: config ids changed in the top-k inference runs only, e.g.
-            "{'topk_selection': 'uncertainty'}" (with REUSE_TRAINING, no stage is retrained).
+            "{'topk_selection': 'learned'}" (with REUSE_TRAINING, no stage is retrained).
     """
     rows = benchmark_inference(workdir, shape, spacing, ks, num_train, num_test, threads, seed,
                                train_overrides=train_overrides, topk_overrides=topk_overrides,

@@ -12,7 +12,7 @@ from monai.utils import convert_to_dst_type
 
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
-from e2enet_monai.utils.patches import CandidateGrid, box_slices, coarse_box_slices, upsample_region
+from e2enet_monai.utils.patches import CandidateGrid, box_slices, upsample_region
 
 __all__ = ["MODES", "OUTPUTS", "SELECTIONS", "TopKPatchInferer", "TopKPatchModel", "coarse_uncertainty_scores",
            "topk_patch_inference"]
@@ -48,8 +48,8 @@ class TopKPatchModel(Protocol):
         """Blending weights ``(*roi)``."""
 
 
-def _check_settings(k: int | None, mode: str, patch_batch_size: int, output: str, selection: str = "learned",
-                    mass: float | None = None) -> None:
+def _check_settings(k: int | None, mode: str, patch_batch_size: int, output: str, selection: str,
+                    mass: float | None) -> None:
     if mode not in MODES or output not in OUTPUTS or selection not in SELECTIONS:
         raise ValueError(f"mode must be one of {MODES}, output one of {OUTPUTS} and selection one of {SELECTIONS}, "
                          f"got mode={mode!r}, output={output!r}, selection={selection!r}.")
@@ -91,11 +91,7 @@ def coarse_uncertainty_scores(coarse: torch.Tensor, grid: CandidateGrid, downsam
         uncertainty = (1 - (2 * torch.sigmoid(coarse) - 1).abs()).amax(1)
     else:
         uncertainty = 1 - torch.softmax(coarse, 1).amax(1)
-    return torch.stack(
-        [uncertainty[(slice(None), *coarse_box_slices(origin, grid.roi_size, downsample))].flatten(1).sum(1)
-         for origin in grid.origins()],
-        dim=1,
-    )
+    return grid.coarse_sums(uncertainty, downsample)
 
 
 @torch.no_grad()

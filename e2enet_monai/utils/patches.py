@@ -89,6 +89,16 @@ class CandidateGrid:
         """Start voxels of every candidate in index order."""
         return list(itertools.product(*self.starts))
 
+    def coarse_sums(self, values: torch.Tensor, factor: int) -> torch.Tensor:
+        """
+        Per candidate, the sum of ``values`` over every voxel of the map ``factor`` times smaller that its box touches
+        (:func:`coarse_box_slices`).
+
+        Shape: ``values`` ``(B, *s)`` -> ``(B, N)``.
+        """
+        return torch.stack([values[(slice(None), *coarse_box_slices(origin, self.roi_size, factor))].flatten(1).sum(1)
+                            for origin in self.origins()], dim=1)
+
 
 def padded_shape(spatial: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
     """``spatial`` rounded up, axis by axis, to a multiple of ``multiple``."""

@@ -13,14 +13,7 @@ from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS
 from e2enet_monai.networks.blocks.patch_selection import gumbel_topk
 from e2enet_monai.networks.blocks.score_head import ScoreHead
-from e2enet_monai.utils.patches import (
-    CandidateGrid,
-    box_slices,
-    coarse_box_slices,
-    padded_shape,
-    shrink_image,
-    upsample_region,
-)
+from e2enet_monai.utils.patches import CandidateGrid, box_slices, padded_shape, shrink_image, upsample_region
 
 __all__ = ["NMSWNet", "NMSWOutput"]
 
@@ -182,11 +175,7 @@ class NMSWNet(nn.Module):
         if not self.mask_background:
             return scores
         fg = self.foreground(coarse.detach())
-        allowed = torch.stack(
-            [fg[(slice(None), *coarse_box_slices(origin, grid.roi_size, self.downsample))].flatten(1).any(1)
-             for origin in grid.origins()],
-            dim=1,
-        )
+        allowed = grid.coarse_sums(fg.float(), self.downsample) > 0
         return scores + (~allowed).to(scores.dtype) * MASKED_SCORE
 
     def local_forward(self, patches: torch.Tensor) -> torch.Tensor:
