@@ -86,6 +86,8 @@ def test_cli_writes_table_and_json_with_timing(tmp_path):
     assert len(data["rows"]) == 3
     for row in data["rows"]:
         assert row["latency_s"] > 0 and row["peak_mib"] > 0
+    dense, masked = data["rows"][:2]  # the masked network runs at the dense cost: measured once, reported for both
+    assert (masked["latency_s"], masked["peak_mib"]) == (dense["latency_s"], dense["peak_mib"])
     table = (tmp_path / "model_stats.md").read_text()
     assert "| e2enet (density 0.2, uniform) | 64x64x64 |" in table and "Machine:" in table
 
