@@ -23,7 +23,7 @@ _BUILD_VENV = "from e2enet_monai.apps.monailabel.server import ensure_monailabel
 
 
 # the order the demos train in, and in which the tests waiting for them run: BTCV's first, as most tests wait for it,
-# so they run while the other demos still train in the background; AMOS's (twice BraTS's training) starts beside it,
+# so they run while the other demos still train in the background; AMOS's (four times BraTS's training) beside it,
 # BraTS's when the first of them is done
 DEMO_ORDER = ("btcv", "amos", "brats")
 
