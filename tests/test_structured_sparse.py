@@ -10,18 +10,22 @@ from e2enet_monai.sparse import (
     KernelMasks,
     compact_model,
     input_channel_axis,
+    kernel_densities,
     load_compact_checkpoint,
     save_compact_checkpoint,
 )
 
 
-def assert_whole_input_channels(net, masks, density):
-    """Every mask is a set of whole input channels (columns of a conv, rows of a transposed conv), as many as asked."""
+def assert_whole_input_channels(net, masks, density, distribution="uniform"):
+    """Every mask is a set of whole input channels (columns of a conv, rows of a transposed conv), as many as the
+    tensor's density under ``distribution`` asks."""
+    params = dict(net.named_parameters())
+    densities = kernel_densities({n: tuple(params[n].shape) for n in masks.masks}, density, distribution)
     for name, mask in masks.masks.items():
         axis = input_channel_axis(net, name)
         units = mask.any(dim=1 - axis)
         assert torch.equal(mask, units.view((1, -1) if axis == 1 else (-1, 1)).expand_as(mask)), name
-        assert int(units.sum()) == max(1, round(density * mask.shape[axis])), name
+        assert int(units.sum()) == max(1, round(densities[name] * mask.shape[axis])), name
 
 
 def test_transposed_conv_weights_count_their_first_axis_as_input():
@@ -136,3 +140,25 @@ def test_bundle_sparse_structure_id_reaches_the_handler(bundle):
     handler = parser.get_parsed_content("train#sparse")
     assert handler.sparsity.structure == "channel"
     assert_whole_input_channels(handler.sparsity.model, handler.sparsity.masks, parser["sparse_density"])
+
+
+@pytest.mark.parametrize("bundle", ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation",
+                                    "e2enet_brats_segmentation"])
+def test_bundle_sparse_distribution_id_reaches_the_handler(bundle):
+    """``sparse_distribution erk``: thin mesh tensors keep more input channels than wide ones, the mesh as a whole
+    the same density; the default stays the paper's uniform allocation."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.bundle.registry import bundles_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles_dir() / bundle / "configs/train.json"))
+    assert parser["sparse_distribution"] == "uniform"
+    parser.update({"sparse_structure": "channel", "sparse_distribution": "erk", "channels": [8, 16, 32, 64],
+                   "strides": [1, 2, 2, 2], "device": "cpu", "summary_writer": None})
+    sparsity = parser.get_parsed_content("train#sparse").sparsity
+    assert_whole_input_channels(sparsity.model, sparsity.masks, 0.2, "erk")
+    kept = sparsity.masks.kernel_density()
+    assert kept["mesh.2.0.fuse.1.conv.conv.weight"] == 5 / 8 and kept["mesh.0.2.up.weight"] == 8 / 64
+    active, total = sparsity.masks.weight_counts(sparsity.model)
+    assert active / total == pytest.approx(0.2, abs=0.01)

@@ -1,4 +1,4 @@
-"""Dense vs sparse (DSFF mesh density 0.2, kernel and channel masks) training of a bundle on phantoms, in one run."""
+"""Dense vs sparse (mesh density 0.2: kernel masks, channel masks uniform and ERK) training on phantoms, in one run."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from e2enet_monai.benchmarks.sparse_training import benchmark_sparse_training, w
 def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_dir: str = "benchmark_output",
          seed: int = 0) -> None:
     """
-    Train dense, kernel-sparse and channel-sparse with the same data, seed and iterations (the CPU demo settings),
-    evaluate each on the held-out fold, and write OUT_DIR/benchmark_sparse.md and .json.
+    Train dense, kernel-sparse and channel-sparse (uniform and ERK) with the same data, seed and iterations (the CPU
+    demo settings), evaluate each on the held-out fold, and write OUT_DIR/benchmark_sparse.md and .json.
 
     Args:
         dataset: btcv, amos or brats (synthetic phantoms of that layout).
-        workdir: scratch folder for data and the three trained bundles (replaced).
+        workdir: scratch folder for data and the four trained bundles (replaced).
         out_dir: folder for the report.
         seed: phantom seed.
     """

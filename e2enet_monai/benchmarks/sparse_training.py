@@ -17,17 +17,27 @@ from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.data import prepare_dataset, write_synthetic
 from e2enet_monai.networks import E2ENet
 
-__all__ = ["benchmark_sparse_training", "write_sparse_report"]
+__all__ = ["RUNS", "benchmark_sparse_training", "write_sparse_report"]
+
+# (row label, sparse_training, sparse_structure, sparse_distribution) of each training run, in table order
+RUNS = (
+    ("dense", False, "kernel", "uniform"),
+    ("sparse 0.2 (kernel)", True, "kernel", "uniform"),
+    ("sparse 0.2 (channel)", True, "channel", "uniform"),
+    ("sparse 0.2 (channel, erk)", True, "channel", "erk"),
+)
 
 
 def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv", seed: int = 0,
                               overrides: dict | None = None) -> list[dict]:
     """
-    Train the same bundle on the same synthetic data for the same number of iterations three times, dense
-    (``sparse_training=False``), sparse at density 0.2 with the paper's kernel masks and with whole input channels
-    (``sparse_structure="channel"``, the compactable kind), then evaluate each on the held-out fold. Returns one row
-    per run: mean Dice, non-zero parameters and FLOPs (measured from the saved checkpoint's masks, at the training
-    patch size) and seconds per training iteration.
+    Train the same bundle on the same synthetic data for the same number of iterations four times, dense
+    (``sparse_training=False``), sparse at density 0.2 with the paper's kernel masks, and with whole input channels
+    (``sparse_structure="channel"``, the compactable kind) allocated uniformly (every mesh tensor at 0.2, the
+    paper's allocation) and by Erdos-Renyi-Kernel (``sparse_distribution="erk"``: thin tensors keep more channels,
+    the same overall density), then evaluate each on the held-out fold. Returns one row per run: mean Dice, non-zero
+    parameters and FLOPs (measured from the saved checkpoint's masks, at the training patch size) and seconds per
+    training iteration.
     """
     bundle_name, kind, sizes = SHIPPED_BUNDLES[dataset].folder, SHIPPED_BUNDLES[dataset].dataset, DEMO_SIZES[dataset]
     work = Path(workdir)
@@ -39,11 +49,10 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     base = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(raw), **(overrides or {})}
     iterations = base["epochs"] * base["epoch_length"]
     rows = []
-    for label, sparse, structure in (("dense", False, "kernel"), ("sparse 0.2 (kernel)", True, "kernel"),
-                                     ("sparse 0.2 (channel)", True, "channel")):
-        bundle = work / label.replace(" ", "_").replace("(", "").replace(")", "") / bundle_name
+    for label, sparse, structure, distribution in RUNS:
+        bundle = work / label.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / bundle_name
         shutil.copytree(bundles_dir() / bundle_name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-        run = {**base, "sparse_training": sparse, "sparse_structure": structure}
+        run = {**base, "sparse_training": sparse, "sparse_structure": structure, "sparse_distribution": distribution}
         start = time.perf_counter()
         run_bundle(bundle, ["train.json"], run, log_file=bundle.parent / "train.log")
         seconds = time.perf_counter() - start
