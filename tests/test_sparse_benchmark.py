@@ -1,7 +1,8 @@
 """tools/benchmark_sparse.py's bookkeeping: which runs it trains and how it folds the mask seeds into one row each.
 
-The training itself (real bundle runs, about 35 minutes on 2 cores) is what the tool exists for and is not repeated
-here; each run's own measurements are replaced by a stand-in that records what it was asked to train."""
+The training itself (seven real bundle runs, 30 minutes on 2 cores in the README's run) is what the tool exists for
+and is not repeated here; each run's own measurements are replaced by a stand-in that records what it was asked to
+train."""
 
 import math
 import statistics
