@@ -1,7 +1,8 @@
 """
 E2ENet's fast execution (the transposed convolution as a matrix product and pixel shuffle, the depth shift and the
-fusion concatenation as one copy) against a reference written here with plain PyTorch ops: ``F.conv_transpose3d``,
-``torch.cat`` and a slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 round-off.
+fusion concatenation as one copy, inference max-pooling as maxima of strided views) against a reference written here
+with plain PyTorch ops: ``F.conv_transpose3d``, ``torch.cat``, ``F.max_pool3d`` and a slice-and-pad depth shift. Same
+weights, outputs and gradients equal to float64 round-off.
 """
 
 import pytest
@@ -14,6 +15,7 @@ from e2enet_monai.networks.blocks import (
     FastInstanceNorm3d,
     FusionNode,
     ShiftConvBlock,
+    StrideMaxPool3d,
     StrideTransposeConv3d,
 )
 
@@ -89,6 +91,28 @@ def test_outputs_and_gradients_equal_the_reference(kwargs, shape):
     scale = max(g.abs().max() for g in grads_ref)
     for (name, _), a, b in zip([("input", x), *net.named_parameters()], grads_fast, grads_ref):
         assert (a - b).abs().max() <= 1e-10 * scale, name
+    net.eval()  # inference: no gradient, so the pooling takes its fast form
+    with torch.no_grad():
+        assert torch.allclose(net(x), reference_e2enet(net, x)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_stride_max_pool_equals_max_pool3d_and_keeps_its_gradient_in_training():
+    torch.manual_seed(0)
+    for stride, shape in (((2, 2, 2), (2, 3, 4, 6, 8)), ((1, 2, 2), (1, 2, 3, 4, 6)), ((2, 1, 3), (1, 2, 4, 5, 9))):
+        pool = StrideMaxPool3d(stride)
+        x = torch.randn(*shape, dtype=torch.double)
+        x[0, 0, :2, :2, :2] = 1.5  # a tied window
+        x[-1, -1, -1, -1, -1] = float("nan")  # propagates as in max_pool3d
+        with torch.no_grad():
+            out, expected = pool(x), F.max_pool3d(x, stride, stride)
+        assert out.shape == expected.shape and torch.allclose(out, expected, equal_nan=True, rtol=0, atol=0)
+        x.requires_grad_()  # training: max_pool3d itself, so tied maxima route their gradient as before
+        g = torch.randn_like(expected)
+        assert torch.equal(torch.autograd.grad((pool(x) * g).nansum(), x)[0],
+                           torch.autograd.grad((F.max_pool3d(x, stride, stride) * g).nansum(), x)[0])
+    odd = torch.randn(1, 2, 5, 4, 4)  # not a multiple of the stride: max_pool3d's floor
+    with torch.no_grad():
+        assert torch.equal(StrideMaxPool3d(2)(odd), F.max_pool3d(odd, 2, 2))
 
 
 def test_stride_transpose_equals_conv_transpose_with_bias_and_anisotropic_strides():

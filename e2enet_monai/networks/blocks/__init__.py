@@ -6,6 +6,7 @@ from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, 
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
 from e2enet_monai.networks.blocks.score_head import ScoreHead
 from e2enet_monai.networks.blocks.shift_conv import CONV_MODES, ShiftConvBlock
+from e2enet_monai.networks.blocks.stride_max_pool import StrideMaxPool3d
 from e2enet_monai.networks.blocks.stride_transpose import StrideTransposeConv3d
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PatchAccumulator",
     "ScoreHead",
     "ShiftConvBlock",
+    "StrideMaxPool3d",
     "StrideTransposeConv3d",
     "adaptive_k",
     "depth_shift_offsets",

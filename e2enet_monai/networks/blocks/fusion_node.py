@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from e2enet_monai.networks.blocks.shift_conv import ShiftConvBlock
+from e2enet_monai.networks.blocks.stride_max_pool import StrideMaxPool3d
 from e2enet_monai.networks.blocks.stride_transpose import StrideTransposeConv3d
 
 __all__ = ["FusionNode"]
@@ -19,7 +20,8 @@ class FusionNode(nn.Module):
     - ``same``: X(l, s-1), the previous node on the same level (``channels`` wide);
     - ``coarse``: X(l+1, s-1) brought up by a transposed convolution (kernel = stride = ``up_stride``, no bias,
       ``coarse_channels -> channels``; a :class:`StrideTransposeConv3d`);
-    - ``fine`` (optional): X(l-1, s-1) brought down by max-pooling (kernel = stride = ``down_stride``);
+    - ``fine`` (optional): X(l-1, s-1) brought down by max-pooling (kernel = stride = ``down_stride``; a
+      :class:`StrideMaxPool3d`);
 
     then fuses them with ``num_blocks`` :class:`ShiftConvBlock` (the first ``concat -> channels``, the others
     ``channels -> channels``). The concatenation is not materialised: the first block's depth shift copies each
@@ -57,7 +59,7 @@ class FusionNode(nn.Module):
         self.channels = channels
         self.up = StrideTransposeConv3d(coarse_channels, channels, up_stride, bias=False)
         self.down_keep = None  # the pooled channels after compact()
-        self.down = nn.MaxPool3d(kernel_size=down_stride, stride=down_stride) if fine_channels > 0 else None
+        self.down = StrideMaxPool3d(down_stride) if fine_channels > 0 else None
         width = 2 * channels + fine_channels
         self.fuse = nn.Sequential(
             *[
