@@ -10,22 +10,24 @@ from e2enet_monai.sparse import (
     KernelMasks,
     compact_model,
     input_channel_axis,
+    kept_channels,
     kernel_densities,
     load_compact_checkpoint,
     save_compact_checkpoint,
 )
 
 
-def assert_whole_input_channels(net, masks, density, distribution="uniform"):
+def assert_whole_input_channels(net, masks, density, distribution="uniform", multiple=1):
     """Every mask is a set of whole input channels (columns of a conv, rows of a transposed conv), as many as the
-    tensor's density under ``distribution`` asks."""
+    tensor's density under ``distribution`` asks, rounded to ``multiple``."""
     params = dict(net.named_parameters())
     densities = kernel_densities({n: tuple(params[n].shape) for n in masks.masks}, density, distribution)
     for name, mask in masks.masks.items():
         axis = input_channel_axis(net, name)
         units = mask.any(dim=1 - axis)
         assert torch.equal(mask, units.view((1, -1) if axis == 1 else (-1, 1)).expand_as(mask)), name
-        assert int(units.sum()) == max(1, round(densities[name] * mask.shape[axis])), name
+        expected = min(mask.shape[axis], max(multiple, multiple * round(densities[name] * mask.shape[axis] / multiple)))
+        assert int(units.sum()) == expected, name
 
 
 def test_transposed_conv_weights_count_their_first_axis_as_input():
@@ -47,6 +49,35 @@ def test_channel_structure_survives_training_and_mask_updates(growth):
     params = dict(net.named_parameters())
     for name, mask in sp.masks.masks.items():
         assert not (params[name].detach().flatten(2).ne(0).any(dim=2) & ~mask).any(), name
+
+
+def test_kept_channels_rounds_to_the_multiple():
+    # the paper network's mesh at density 0.2: level-0 fusion convs read 96 channels, level-3 ones 832
+    assert [kept_channels(0.2, c) for c in (96, 48, 832)] == [19, 10, 166]
+    assert [kept_channels(0.2, c, 16) for c in (96, 48, 832)] == [16, 16, 160]
+    assert [kept_channels(0.2, c, 8) for c in (96, 48, 832, 40, 6)] == [16, 8, 168, 8, 6]  # never more than all
+    with pytest.raises(ValueError, match="channel multiple must be >= 1, got 0"):
+        kept_channels(0.2, 96, 0)
+
+
+def test_channel_multiple_survives_training_and_compacts_to_multiples():
+    net = E2ENet(3, 1, 3, channels=(16, 32, 64), strides=(1, 2, 2), deep_supervision=False)
+    sp = DynamicSparsity(net, 0.2, update_frequency=2, total_iterations=8, structure="channel", channel_multiple=8)
+    assert_whole_input_channels(net, sp.masks, 0.2, multiple=8)
+    before = {n: m.clone() for n, m in sp.masks.masks.items()}
+    train_steps(net, sp, torch.optim.AdamW(net.parameters(), lr=1e-2), 6)
+    assert any(not torch.equal(before[n], m) for n, m in sp.masks.masks.items())  # channels were swapped
+    assert_whole_input_channels(net, sp.masks, 0.2, multiple=8)  # and every tensor kept its count
+    net.eval()
+    x, _ = batch(3)
+    with torch.no_grad():
+        expected = net(x)
+    keep = compact_model(net, sp.masks)
+    assert keep and all(len(channels) % 8 == 0 for channels in keep.values())
+    with torch.no_grad():
+        assert torch.allclose(net(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="channel_multiple must be 1, or >= 1 with structure 'channel'"):
+        DynamicSparsity(small_net(), 0.2, channel_multiple=8)  # kernel masks have no channel count
 
 
 def test_channel_update_prunes_the_weakest_input_channels():
@@ -162,3 +193,23 @@ def test_bundle_sparse_distribution_id_reaches_the_handler(bundle):
     assert kept["mesh.2.0.fuse.1.conv.conv.weight"] == 5 / 8 and kept["mesh.0.2.up.weight"] == 8 / 64
     active, total = sparsity.masks.weight_counts(sparsity.model)
     assert active / total == pytest.approx(0.2, abs=0.01)
+
+
+@pytest.mark.parametrize("bundle", ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation",
+                                    "e2enet_brats_segmentation"])
+def test_bundle_sparse_channel_multiple_id_reaches_the_handler(bundle):
+    """``sparse_channel_multiple 8``: every mesh tensor keeps a multiple of 8 input channels; the default (1) keeps
+    the counts the density gives."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.bundle.registry import bundles_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles_dir() / bundle / "configs/train.json"))
+    assert parser["sparse_channel_multiple"] == 1
+    parser.update({"sparse_structure": "channel", "sparse_channel_multiple": 8, "channels": [8, 16, 32, 64],
+                   "strides": [1, 2, 2, 2], "device": "cpu", "summary_writer": None})
+    sparsity = parser.get_parsed_content("train#sparse").sparsity
+    assert_whole_input_channels(sparsity.model, sparsity.masks, 0.2, multiple=8)
+    kept = {n: int(m.any(dim=1 - sparsity._axes[n]).sum()) for n, m in sparsity.masks.masks.items()}
+    assert kept["mesh.0.0.fuse.0.conv.conv.weight"] == 8  # 0.2 of 16 channels would be 3

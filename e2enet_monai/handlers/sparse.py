@@ -38,7 +38,7 @@ class SparseTrainingHandler:
         summary_writer: optional TensorBoard writer for per-update scalars.
         name: logger name.
         density, distribution, parameters, growth, death_rate, final_death_rate, update_frequency,
-        total_iterations, mask_gradients, seed, structure: see :class:`DynamicSparsity`.
+        total_iterations, mask_gradients, seed, structure, channel_multiple: see :class:`DynamicSparsity`.
     """
 
     def __init__(
@@ -55,6 +55,7 @@ class SparseTrainingHandler:
         mask_gradients: bool = False,
         seed: int = 0,
         structure: str = "kernel",
+        channel_multiple: int = 1,
         enabled: bool = True,
         summary_writer: SummaryWriter | None = None,
         name: str = "SparseTraining",
@@ -69,7 +70,7 @@ class SparseTrainingHandler:
                             parameters=parameters, growth=growth, death_rate=death_rate,
                             final_death_rate=final_death_rate, update_frequency=update_frequency,
                             total_iterations=total_iterations, mask_gradients=mask_gradients, seed=seed,
-                            structure=structure)
+                            structure=structure, channel_multiple=channel_multiple)
             if enabled
             else None
         )

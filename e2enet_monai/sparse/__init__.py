@@ -8,6 +8,7 @@ from e2enet_monai.sparse.masks import (
     channel_mask,
     default_sparse_parameters,
     input_channel_axis,
+    kept_channels,
     select_parameters,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "default_sparse_parameters",
     "input_channel_axis",
     "kernel_densities",
+    "kept_channels",
     "load_compact_checkpoint",
     "load_sparse_state_dict",
     "save_compact_checkpoint",

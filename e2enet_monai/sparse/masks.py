@@ -11,7 +11,7 @@ import torch.nn as nn
 from e2enet_monai.sparse.density import kernel_densities
 
 __all__ = ["STRUCTURES", "KernelMasks", "channel_mask", "default_sparse_parameters", "input_channel_axis",
-           "select_parameters"]
+           "kept_channels", "select_parameters"]
 
 # "kernel": any (output, input) kernel may be pruned alone (the paper's masks); "channel": whole input channels of a
 # weight are pruned or kept together, so a trained mesh can be compacted into smaller dense convolutions
@@ -63,6 +63,19 @@ def select_parameters(model: nn.Module, patterns: Sequence[str] | None = None) -
     return selected
 
 
+def kept_channels(density: float, channels: int, multiple: int = 1) -> int:
+    """
+    Input channels a channel-structured mask keeps of ``channels`` at ``density``: ``density * channels`` rounded
+    to the nearest multiple of ``multiple``, at least one multiple and at most all channels. Convolutions whose
+    input channels are a multiple of the CPU's vector width (8 floats for AVX2, 16 for AVX-512) run much faster
+    once compacted: on an AVX-512 CPU a (1, 3, 3) convolution 16 -> 48 channels at 96 x 128 x 128 takes half the
+    time of 19 -> 48 and the same as 32 -> 48.
+    """
+    if multiple < 1:
+        raise ValueError(f"channel multiple must be >= 1, got {multiple}.")
+    return min(channels, max(multiple, multiple * round(density * channels / multiple)))
+
+
 def channel_mask(units: torch.Tensor, shape: Sequence[int], axis: int) -> torch.Tensor:
     """A ``shape`` kernel mask that is ``units[i]`` for every kernel of input channel ``i`` along ``axis``."""
     view = (1, -1) if axis == 1 else (-1, 1)
@@ -91,11 +104,13 @@ class KernelMasks:
         parameters: Sequence[str] | None = None,
         seed: int = 0,
         structure: str = "kernel",
+        channel_multiple: int = 1,
     ) -> KernelMasks:
         """
         Random masks keeping ``round(d_t * kernels_t)`` kernels of every selected tensor ``t`` (at least one),
         ``d_t`` from :func:`kernel_densities`; with ``structure="channel"``, ``round(d_t * inputs_t)`` whole input
-        channels (see :func:`input_channel_axis`). The same seed gives the same masks.
+        channels (see :func:`input_channel_axis`), rounded to a multiple of ``channel_multiple`` (see
+        :func:`kept_channels`). The same seed gives the same masks.
 
         Args:
             model: the model whose parameters are masked.
@@ -104,9 +119,13 @@ class KernelMasks:
             parameters: regular expressions selecting the parameters (default: the model's mesh).
             seed: seed of the mask generator.
             structure: ``"kernel"`` or ``"channel"`` (see :data:`STRUCTURES`).
+            channel_multiple: with ``structure="channel"``, keep a multiple of this many input channels per tensor.
         """
         if structure not in STRUCTURES:
             raise ValueError(f"sparse structure must be one of {STRUCTURES}, got {structure!r}.")
+        if channel_multiple < 1 or (channel_multiple > 1 and structure != "channel"):
+            raise ValueError(f"channel_multiple must be 1, or >= 1 with structure 'channel'; got {channel_multiple} "
+                             f"with structure {structure!r}.")
         names = select_parameters(model, parameters)
         params = dict(model.named_parameters())
         densities = kernel_densities({n: tuple(params[n].shape) for n in names}, density, distribution)
@@ -123,7 +142,7 @@ class KernelMasks:
             else:
                 axis = input_channel_axis(model, name)
                 total = (rows, cols)[axis]
-                keep = min(total, max(1, round(densities[name] * total)))
+                keep = kept_channels(densities[name], total, channel_multiple)
                 units = torch.zeros(total, dtype=torch.bool)
                 units[torch.randperm(total, generator=gen)[:keep]] = True
                 masks[name] = channel_mask(units, (rows, cols), axis)
