@@ -75,6 +75,21 @@ def test_rows_without_timing():
     assert rows[1]["params_nonzero"] < rows[0]["params_nonzero"] == rows[0]["params_total"]
 
 
+def test_channel_aligned_row_counts_the_flops_of_the_compacted_network():
+    from e2enet_monai.networks.nets.baselines import build_network
+    from e2enet_monai.sparse import compact_model
+
+    rows = collect_model_stats(["e2enet"], 1, 16, [64], density=0.2, timing=False, channel_multiple=16)
+    assert rows[1]["network"] == "e2enet (density 0.2, uniform, channels in multiples of 16)"
+    net = build_network("e2enet", 1, 16)
+    masks = KernelMasks.random(net, 0.2, seed=0, structure="channel", channel_multiple=16)
+    keep = compact_model(net, masks)
+    assert all(len(channels) % 16 == 0 for channels in keep.values())  # 16 of the 96 level-0 channels, not 19
+    # the row counts active kernels; the compacted network's transposed convolutions compute the kept outputs from
+    # every input channel instead of all outputs from the kept inputs: a small difference in the mesh's upsampling
+    assert rows[1]["gflops_true"] * 1e9 == pytest.approx(flop_counts(net, 1, [64] * 3)["true"], rel=0.01)
+
+
 def test_cli_writes_table_and_json_with_timing(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "model_stats.py"), "--networks", "e2enet,segresnet", "--patch", "64",
@@ -97,5 +112,5 @@ def test_cli_help_documents_every_option():
                          capture_output=True, text=True, timeout=120, env={"PAGER": "cat", "PATH": ""})
     text = out.stdout + out.stderr
     for option in ("networks", "in_channels", "out_channels", "patch", "density", "distribution", "checkpoint",
-                   "seed", "runs", "threads", "timing", "out_dir"):
+                   "seed", "runs", "threads", "timing", "channel_multiple", "out_dir"):
         assert f"--{option}" in text

@@ -22,6 +22,7 @@ def main(
     runs: int = 3,
     threads: int = 2,
     timing: bool = True,
+    channel_multiple: int = 1,
     out_dir: str = "stats_output",
 ) -> None:
     """
@@ -42,13 +43,15 @@ def main(
         runs: timed forward passes per row (the median is reported), after one warm-up pass.
         threads: torch intra-op threads for the timed passes.
         timing: measure latency and memory (False: parameters and FLOPs only, in seconds).
+        channel_multiple: with --density, mask whole input channels instead of kernels, each mesh tensor keeping a
+            multiple of this many (as sparse_channel_multiple trains them; FLOPs within 1 % of the compacted mesh's).
         out_dir: folder for model_stats.md and model_stats.json.
     """
     torch.set_num_threads(threads)
     sizes = [int(p) for p in as_list(patch)]
     rows = collect_model_stats(
         as_list(networks), in_channels, out_channels, sizes, density=density, distribution=distribution,
-        checkpoint=checkpoint, seed=seed, runs=runs, threads=threads, timing=timing,
+        checkpoint=checkpoint, seed=seed, runs=runs, threads=threads, timing=timing, channel_multiple=channel_multiple,
     )
     header = (f"Model statistics, {in_channels} -> {out_channels} channels, batch 1, eval mode. "
               f"Machine: {machine_label(threads)}. Latency: median of {runs} CPU forward passes.")

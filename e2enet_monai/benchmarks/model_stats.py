@@ -165,10 +165,12 @@ def collect_model_stats(
     runs: int = 3,
     threads: int = 2,
     timing: bool = True,
+    channel_multiple: int = 1,
 ) -> list[dict]:
     """
     One row per (network, patch size) with parameters, FLOPs and, when ``timing``, CPU latency and memory.
-    ``density`` (E2ENet only) applies random kernel masks of that density to the mesh; ``checkpoint`` (E2ENet
+    ``density`` (E2ENet only) applies random kernel masks of that density to the mesh (with ``channel_multiple``
+    above 1: whole-input-channel masks, each tensor keeping a multiple of that many channels); ``checkpoint`` (E2ENet
     only) reads the masks of a sparse-trained checkpoint instead. Both add an extra E2ENet row beside the dense one,
     with the dense network's latency and memory (measured once: PyTorch runs masked kernels at the dense cost).
     """
@@ -183,8 +185,11 @@ def collect_model_stats(
                     masks = load_checkpoint_masks(model, checkpoint)
                     label = f"e2enet ({Path(checkpoint).name})"
                 else:
-                    masks = KernelMasks.random(model, density, distribution, seed=seed)
-                    label = f"e2enet (density {density:g}, {distribution})"
+                    structure = "channel" if channel_multiple > 1 else "kernel"
+                    masks = KernelMasks.random(model, density, distribution, seed=seed, structure=structure,
+                                               channel_multiple=channel_multiple)
+                    aligned = f", channels in multiples of {channel_multiple}" if channel_multiple > 1 else ""
+                    label = f"e2enet (density {density:g}, {distribution}{aligned})"
                 variants = [("e2enet (dense mesh)", None), (label, masks)]
             # masks zero weights but leave the convolutions' work unchanged: one measurement serves every variant
             timed = cpu_latency_and_memory(name, in_channels, out_channels, shape, runs, threads) if timing else {}
