@@ -35,3 +35,19 @@ def test_default_network_list_of_the_cli_splits_back_into_the_labels():
     from e2enet_monai.utils.cli import as_list
 
     assert as_list(",".join(SPEED_NETWORKS)) == list(SPEED_NETWORKS)  # tools/benchmark_speed.py's default
+
+
+def _killed_worker(spec, queue):  # module level: the spawned process imports it
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does to a runtime that outgrows the machine
+
+
+def test_a_killed_measuring_process_is_reported_with_what_to_do():
+    from e2enet_monai.benchmarks.process import run_in_fresh_process
+
+    with pytest.raises(RuntimeError, match=r"speed benchmark in openvino: the measuring process died \(exit code -9\) "
+                                           r"without a result\. It was killed \(SIGKILL\), most likely by the "
+                                           r"out-of-memory killer: measure fewer networks"):
+        run_in_fresh_process(_killed_worker, {}, "speed benchmark in openvino")

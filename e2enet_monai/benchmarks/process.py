@@ -32,7 +32,10 @@ def run_in_fresh_process(worker: Callable[[dict, Queue], None], spec: dict, what
                     break
     proc.join()
     if result is None:
-        raise RuntimeError(f"{what}: the measuring process died (exit code {proc.exitcode}) without a result.")
+        # SIGKILL is what the kernel's out-of-memory killer sends: say so, and what to do about it
+        hint = (" It was killed (SIGKILL), most likely by the out-of-memory killer: measure fewer networks or smaller "
+                "shapes per command.") if proc.exitcode == -9 else ""
+        raise RuntimeError(f"{what}: the measuring process died (exit code {proc.exitcode}) without a result.{hint}")
     if "error" in result:
         raise RuntimeError(f"{what} failed: {result['error']}")
     return result
