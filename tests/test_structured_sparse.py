@@ -76,7 +76,8 @@ def test_channel_multiple_survives_training_and_compacts_to_multiples():
     assert keep and all(len(channels) % 8 == 0 for channels in keep.values())
     with torch.no_grad():
         assert torch.allclose(net(x), expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="channel_multiple must be 1, or >= 1 with structure 'channel'"):
+    refusal = "channel_multiple must be 1 with kernel masks, or a positive integer with structure 'channel'; got 8"
+    with pytest.raises(ValueError, match=refusal):
         DynamicSparsity(small_net(), 0.2, channel_multiple=8)  # kernel masks have no channel count
 
 

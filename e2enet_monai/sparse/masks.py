@@ -124,8 +124,8 @@ class KernelMasks:
         if structure not in STRUCTURES:
             raise ValueError(f"sparse structure must be one of {STRUCTURES}, got {structure!r}.")
         if channel_multiple < 1 or (channel_multiple > 1 and structure != "channel"):
-            raise ValueError(f"channel_multiple must be 1, or >= 1 with structure 'channel'; got {channel_multiple} "
-                             f"with structure {structure!r}.")
+            raise ValueError(f"channel_multiple must be 1 with kernel masks, or a positive integer with structure "
+                             f"'channel'; got {channel_multiple} with structure {structure!r}.")
         names = select_parameters(model, parameters)
         params = dict(model.named_parameters())
         densities = kernel_densities({n: tuple(params[n].shape) for n in names}, density, distribution)
