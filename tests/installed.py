@@ -56,15 +56,15 @@ class BackgroundDemos:
     """
     The non-editable install, then the named bundles' demos, in that order, on one worker thread per core.
 
-    Each demo runs with one PyTorch thread below the tests' priority (those started first, one per worker, at nice
-    19, those queued behind them at idle priority, ``SCHED_IDLE``): the tests running meanwhile keep the cores they
-    ask for, and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or running on
-    one core), shared equally by the first two (BTCV's and AMOS's, the longest), so that neither is left to train
-    alone on one core at the end while the other core idles; then everything once the other tests are done (a
-    queued demo starts when a worker is free, while the tests wait for the demo still running). One thread each, because
-    a demo with two threads on a core that a test leaves free half the time makes almost no progress (each step
-    waits for its starved second thread), and two one-thread demos side by side train more per second than one
-    two-thread demo.
+    Each demo runs with one PyTorch thread below the tests' priority, so that the tests running meanwhile keep the
+    cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
+    running on one core). The first demo (BTCV's, which most tests wait for) runs at nice 19 and the others at idle
+    priority (``SCHED_IDLE``): the first one gets all the time the tests leave, so it ends about when the tests that
+    wait for nothing do, and the others train while its many tests run, mostly single-threaded subprocesses and
+    servers that leave a core idle half the time (sharing the time equally, as before, ended all demos together
+    late and left that core idle). One thread each, because a demo with two threads on a core that a test leaves
+    free half the time makes almost no progress (each step waits for its starved second thread), and two one-thread
+    demos side by side train more per second than one two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
@@ -118,9 +118,9 @@ class BackgroundDemos:
                     # scheduling shares the CPU equally between sessions, whatever their priority
                     proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, process_group=0)
-                # below the tests, inherited by the bundle runs it starts: the demos started first at the lowest
-                # nice level, sharing a core the tests leave idle equally, the queued ones at idle priority
-                if name in self.names[: len(self._threads)]:
+                # below the tests, inherited by the bundle runs it starts: the first demo at the lowest nice level,
+                # the others at idle priority (see the class docstring)
+                if name == self.names[0]:
                     os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
                     os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
                 else:
