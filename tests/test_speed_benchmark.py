@@ -51,3 +51,26 @@ def test_a_killed_measuring_process_is_reported_with_what_to_do():
                                            r"without a result\. It was killed \(SIGKILL\), most likely by the "
                                            r"out-of-memory killer: measure fewer networks"):
         run_in_fresh_process(_killed_worker, {}, "speed benchmark in openvino")
+
+
+def test_report_header_gives_the_command_that_reproduces_a_run_of_some_networks(tmp_path, monkeypatch):
+    """The header's command gives the CLI the same arguments as the run it describes, the network subset included."""
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    import fire
+
+    spec = importlib.util.spec_from_file_location("benchmark_speed_cli",
+                                                  Path(__file__).resolve().parents[1] / "tools/benchmark_speed.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.chdir(tmp_path)
+    args = ["--shapes", "64x64x64", "--threads", "1", "--repeats", "1", "--runtimes", "torch", "--networks", BASELINE]
+    fire.Fire(cli.main, command=args)
+    report = json.loads((tmp_path / "benchmark_output/benchmark_speed.json").read_text())
+    assert [r["network"] for r in report["rows"]] == [BASELINE]
+    command = shlex.split(report["header"].split("Command: ")[1])
+    assert command[:2] == ["python", "tools/benchmark_speed.py"]
+    given = dict(zip(command[2::2], command[3::2]))
+    assert given == {**dict(zip(args[::2], args[1::2])), "--reuse_memory": "True"}

@@ -38,14 +38,16 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
     shape_list = [_shape(s) for s in as_list(shapes)]
     thread_list = [int(t) for t in as_list(threads)]
     runtime_list = [str(r) for r in as_list(runtimes)]
-    rows = benchmark_speed(shape_list, thread_list, repeats, [str(n) for n in as_list(networks)], runtime_list,
-                           reuse_memory=reuse_memory)
+    network_list = [str(n) for n in as_list(networks)]
+    rows = benchmark_speed(shape_list, thread_list, repeats, network_list, runtime_list, reuse_memory=reuse_memory)
     memory = "reused in torch (as the bundles do)" if reuse_memory else "returned (glibc's default)"
+    # the command as given, so that the header reproduces a run of some of the networks too
+    subset = "" if network_list == list(SPEED_NETWORKS) else f' --networks "{",".join(network_list)}"'
     header = (f"CPU inference, batch 1, float32, e2enet-monai {e2enet_monai.__version__}, median of {repeats} "
               f"interleaved runs after a warm-up, freed memory {memory}. Machine: {machine_label(max(thread_list))}. "
               f"Command: python tools/benchmark_speed.py --shapes "
               f"{','.join('x'.join(map(str, s)) for s in shape_list)} --threads {','.join(map(str, thread_list))} "
-              f"--repeats {repeats} --runtimes {','.join(runtime_list)} --reuse_memory {reuse_memory}")
+              f"--repeats {repeats} --runtimes {','.join(runtime_list)} --reuse_memory {reuse_memory}{subset}")
     written = write_speed_report(rows, out_dir, header)
     print(written[0].read_text())
     print("wrote " + ", ".join(str(p) for p in written))
