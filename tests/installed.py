@@ -59,12 +59,12 @@ class BackgroundDemos:
     Each demo runs with one PyTorch thread below the tests' priority, so that the tests running meanwhile keep the
     cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
     running on one core). The first demo (BTCV's, which most tests wait for) runs at nice 19 and the others at idle
-    priority (``SCHED_IDLE``): the first one gets all the time the tests leave, so it ends about when the tests that
-    wait for nothing do, and the others train while its many tests run, mostly single-threaded subprocesses and
-    servers that leave a core idle half the time (sharing the time equally, as before, ended all demos together
-    late and left that core idle). One thread each, because a demo with two threads on a core that a test leaves
-    free half the time makes almost no progress (each step waits for its starved second thread), and two one-thread
-    demos side by side train more per second than one two-thread demo.
+    priority (``SCHED_IDLE``): the first one gets all the time the tests leave, so it ends close to when the tests
+    that wait for nothing do (80 s after them in a rehearsal, against almost 5 minutes when BTCV's and AMOS's
+    shared that time equally), and the others train while its many tests run, mostly single-threaded subprocesses
+    and servers that leave a core idle half the time. One thread each, because a demo with two threads on a core
+    that a test leaves free half the time makes almost no progress (each step waits for its starved second thread),
+    and two one-thread demos side by side train more per second than one two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
