@@ -1,4 +1,4 @@
-"""A transposed convolution whose kernel equals its stride, computed as one matrix product and a 3D pixel shuffle."""
+"""A transposed convolution whose kernel equals its stride, computed as a 1x1x1 convolution and a 3D pixel shuffle."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = ["StrideTransposeConv3d"]
 
@@ -17,7 +18,7 @@ class StrideTransposeConv3d(nn.ConvTranspose3d):
 
     With kernel = stride the output blocks do not overlap: every input voxel is mapped by one linear map
     ``C_in -> C_out * s_d * s_h * s_w`` and its result is laid out as an ``s_d x s_h x s_w`` block of the
-    output. That is one matrix product and one reordering copy, where PyTorch's CPU transposed convolution spends
+    output. That is one 1x1x1 convolution and one reordering copy, where PyTorch's CPU transposed convolution spends
     about 19 % of an E2ENet forward on 1 % of its FLOPs. MONAI's ``pixelshuffle`` is not used because it takes a
     single scale factor for all axes, and E2ENet levels may be strided anisotropically (e.g. ``(1, 2, 2)``).
     Autograd, TorchScript and ONNX export go through the same few tensor ops.
@@ -52,14 +53,13 @@ class StrideTransposeConv3d(nn.ConvTranspose3d):
         b, c, d, h, w = x.shape
         sd, sh, sw = self.stride
         cout = self.out_channels
-        # (C_out * s_d * s_h * s_w, C_in) @ (C_in, D*H*W) per sample: row co*s + (i*s_h + j)*s_w + k is output
-        # voxel (co, d*s_d + i, h*s_h + j, w*s_w + k) of input voxel (d, h, w). bmm on the expanded weight, not
-        # matmul, which would fold the batch into the rows by copying the input and the result
-        rows = self.weight.reshape(c, cout * sd * sh * sw).t()
-        y = torch.bmm(rows.unsqueeze(0).expand(b, -1, -1), x.reshape(b, c, d * h * w))
-        y = y.view(b, cout, sd, sh, sw, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        y = y.reshape(b, cout, d * sd, h * sh, w * sw)
+        # a 1x1x1 convolution C_in -> C_out * s_d * s_h * s_w (bmm on (C, D*H*W) took 262 ms against 107 ms with
+        # 2 threads, 447 against 303 with 1, on the paper network's level-0 maps): output channel
+        # co*s + (i*s_h + j)*s_w + k is output voxel (co, d*s_d + i, h*s_h + j, w*s_w + k) of input voxel (d, h, w);
+        # then the shuffle, one copy
+        rows = self.weight.reshape(c, cout * sd * sh * sw).t().reshape(cout * sd * sh * sw, c, 1, 1, 1)
         bias = self.bias
         if bias is not None:
-            y = y + bias.view(1, cout, 1, 1, 1)
-        return y
+            bias = bias.repeat_interleave(sd * sh * sw)
+        y = F.conv3d(x, rows, bias).view(b, cout, sd, sh, sw, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        return y.reshape(b, cout, d * sd, h * sh, w * sw)
