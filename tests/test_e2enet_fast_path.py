@@ -1,5 +1,5 @@
 """
-E2ENet's fast execution (the transposed convolution as a matrix product and pixel shuffle, the depth shift and the
+E2ENet's fast execution (the transposed convolution as a 1x1x1 convolution and pixel shuffle, the depth shift and the
 fusion concatenation as one copy, inference max-pooling as maxima of strided views) against a reference written here
 with plain PyTorch ops: ``F.conv_transpose3d``, ``torch.cat``, ``F.max_pool3d`` and a slice-and-pad depth shift. Same
 weights, outputs and gradients equal to float64 round-off.
