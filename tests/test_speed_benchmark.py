@@ -1,8 +1,12 @@
 """tools/benchmark_speed.py's measurement: interleaved runs, medians and ratios from the same run, the report."""
 
+import importlib.util
 import json
+import shlex
 import statistics
+from pathlib import Path
 
+import fire
 import pytest
 
 from e2enet_monai.benchmarks.speed import BASELINE, benchmark_speed, write_speed_report
@@ -55,12 +59,6 @@ def test_a_killed_measuring_process_is_reported_with_what_to_do():
 
 def test_report_header_gives_the_command_that_reproduces_a_run_of_some_networks(tmp_path, monkeypatch):
     """The header's command gives the CLI the same arguments as the run it describes, the network subset included."""
-    import importlib.util
-    import shlex
-    from pathlib import Path
-
-    import fire
-
     spec = importlib.util.spec_from_file_location("benchmark_speed_cli",
                                                   Path(__file__).resolve().parents[1] / "tools/benchmark_speed.py")
     cli = importlib.util.module_from_spec(spec)
