@@ -1,19 +1,22 @@
 """
 E2ENet's fast execution (the transposed convolution as a 1x1x1 convolution and pixel shuffle, the depth shift and the
-fusion concatenation as one copy, inference max-pooling as maxima of strided views) against a reference written here
-with plain PyTorch ops: ``F.conv_transpose3d``, ``torch.cat``, ``F.max_pool3d`` and a slice-and-pad depth shift. Same
-weights, outputs and gradients equal to float64 round-off.
+fusion concatenation as one copy, inference max-pooling as maxima of strided views, narrow convolutions trained
+through channels-last maps) against a reference written here with plain PyTorch ops: ``F.conv_transpose3d``,
+``torch.cat``, ``F.max_pool3d``, ``F.conv3d`` and a slice-and-pad depth shift. Same weights, outputs and gradients
+equal to float64 round-off.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution
 
 from e2enet_monai.networks import E2ENet
 from e2enet_monai.networks.blocks import (
     DepthShift,
     FastInstanceNorm3d,
     FusionNode,
+    NarrowConv3d,
     ShiftConvBlock,
     StrideMaxPool3d,
     StrideTransposeConv3d,
@@ -146,6 +149,88 @@ def test_torchscript_script_and_trace_take_the_slice_form_with_the_same_outputs(
         assert "ShiftConcat" not in str(traced.inlined_graph)
         for compiled in (torch.jit.script(net), traced):
             assert torch.allclose(compiled(x), net(x), rtol=1e-5, atol=1e-6)
+    scripted = torch.jit.script(net.train())  # training: the narrow convolutions' channels-last path compiles too
+    for a, b in zip(scripted(x), net(x)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _copies(out: torch.Tensor) -> bool:
+    """Whether ``out``'s autograd graph holds a copy (the channels-last path's)."""
+    todo, seen = [out.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == "CloneBackward0":
+            return True
+        todo += [n for n, _ in node.next_functions]
+    return False
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding", [
+    (16, 8, (1, 3, 3), 1, (0, 1, 1)),  # the CPU demo network's full-resolution fusion convolution
+    (7, 5, (1, 3, 3), (1, 2, 2), (0, 1, 1)),  # odd channel counts, anisotropic stride
+    (3, 13, 3, (2, 1, 2), 1),
+])
+def test_narrow_convolution_trains_through_channels_last_with_the_gradients_of_conv3d(cin, cout, kernel, stride,
+                                                                                    padding):
+    torch.manual_seed(0)
+    conv = NarrowConv3d(cin, cout, kernel, stride, padding).double().train()
+    assert set(conv.state_dict()) == {"weight", "bias"}
+    x = torch.randn(2, cin, 5, 9, 8, dtype=torch.double, requires_grad=True)
+    out = conv(x)
+    assert _copies(out) and out.is_contiguous()  # through a channels-last copy, back to channels-first
+    expected = F.conv3d(x, conv.weight, conv.bias, stride, padding)
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-13)
+    w = torch.randn_like(out)
+    params = [x, conv.weight, conv.bias]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((expected * w).sum(), params)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    # nn.Conv3d itself: switched off, in inference, without gradients
+    conv.channels_last_training = False
+    assert not _copies(conv(x))
+    conv.channels_last_training = True
+    assert not _copies(conv.eval()(x))
+    with torch.no_grad():
+        assert torch.equal(conv.train()(x), F.conv3d(x, conv.weight, conv.bias, stride, padding))
+    conv.requires_grad_(False)  # frozen, on an input that needs no gradient either
+    assert not _copies(conv(x.detach())) and _copies(conv(x))
+
+
+def test_narrow_convolution_in_float32_takes_onednn_channels_last_with_the_same_gradients():
+    torch.manual_seed(0)
+    conv = NarrowConv3d(16, 8, (1, 3, 3), padding=(0, 1, 1)).train()
+    x = torch.randn(2, 16, 6, 20, 20, requires_grad=True)
+    out, expected = conv(x), F.conv3d(x, conv.weight, conv.bias, padding=(0, 1, 1))
+    assert _copies(out) and torch.allclose(out, expected, rtol=1e-5, atol=1e-5)
+    w = torch.randn_like(out)
+    params = [x, conv.weight, conv.bias]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((expected * w).sum(), params)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_wide_convolution_is_conv3d():
+    conv = NarrowConv3d(8, 16, (1, 3, 3), padding=(0, 1, 1)).train()
+    assert not _copies(conv(torch.randn(1, 8, 2, 4, 4)))
+
+
+def test_shift_conv_block_starts_from_monai_convolution_weights_and_compacts_to_a_narrow_convolution():
+    """The block draws the same initial weights as the MONAI ``Convolution`` it is built from (so a seeded network
+    initialises as before), and compaction keeps the narrow convolution and its switch."""
+    torch.manual_seed(0)
+    block = ShiftConvBlock(16, 8)
+    after_block = torch.rand(3)
+    torch.manual_seed(0)
+    plain = Convolution(3, 16, 8, kernel_size=(1, 3, 3), adn_ordering="NA", act=("leakyrelu", {"inplace": True}),
+                        norm=("instance", {"affine": True}), bias=True)
+    assert isinstance(block.conv.conv, NarrowConv3d)
+    assert torch.equal(block.conv.conv.weight, plain.conv.weight) and torch.equal(block.conv.conv.bias, plain.conv.bias)
+    assert torch.equal(after_block, torch.rand(3))  # and nothing more is drawn
+    block.conv.conv.channels_last_training = False
+    block.compact([1, 4, 5])
+    assert isinstance(block.conv.conv, NarrowConv3d) and block.conv.conv.in_channels == 3
+    assert not block.conv.conv.channels_last_training
 
 
 def test_fast_instance_norm_is_instance_norm_with_the_same_parameters():

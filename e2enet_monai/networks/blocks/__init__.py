@@ -1,6 +1,7 @@
 from e2enet_monai.networks.blocks.depth_shift import DepthShift, depth_shift_offsets
 from e2enet_monai.networks.blocks.fusion_node import FusionNode
 from e2enet_monai.networks.blocks.instance_norm import FastInstanceNorm3d
+from e2enet_monai.networks.blocks.narrow_conv import NARROW_CHANNELS, NarrowConv3d
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
@@ -16,6 +17,8 @@ __all__ = [
     "DepthShift",
     "FastInstanceNorm3d",
     "FusionNode",
+    "NARROW_CHANNELS",
+    "NarrowConv3d",
     "PATCH_FUSIONS",
     "PatchAccumulator",
     "ScoreHead",

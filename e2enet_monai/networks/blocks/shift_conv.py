@@ -10,6 +10,7 @@ from monai.networks.blocks import Convolution
 
 from e2enet_monai.networks.blocks.depth_shift import DepthShift
 from e2enet_monai.networks.blocks.instance_norm import FastInstanceNorm3d
+from e2enet_monai.networks.blocks.narrow_conv import NarrowConv3d
 
 __all__ = ["CONV_MODES", "ShiftConvBlock"]
 
@@ -58,6 +59,8 @@ class ShiftConvBlock(nn.Module):
         )
         # the same instance norm (parameters, state-dict keys) through the faster group-norm kernel
         self.conv.adn.N = FastInstanceNorm3d(out_channels, affine=True)
+        # and the same convolution, initial weights included, trained through channels-last maps when narrow
+        self.conv.conv = _narrow_copy(self.conv.conv, self.conv.conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.shift(x))
@@ -73,12 +76,7 @@ class ShiftConvBlock(nn.Module):
         self.shift.select(keep, present)
         old = self.conv.conv
         index = torch.as_tensor(list(keep), dtype=torch.long, device=old.weight.device)
-        new = nn.Conv3d(len(index), old.out_channels, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
-                        bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
-        new.weight.copy_(old.weight.index_select(1, index))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-        self.conv.conv = new
+        self.conv.conv = _narrow_copy(old, old.weight.index_select(1, index))
 
     def concat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """
@@ -88,3 +86,20 @@ class ShiftConvBlock(nn.Module):
             tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == in_channels`` -> as :meth:`forward`.
         """
         return self.conv(self.shift.concat(tensors))
+
+
+@torch.no_grad()
+def _narrow_copy(conv: nn.Conv3d, weight: torch.Tensor) -> NarrowConv3d:
+    """
+    A :class:`NarrowConv3d` with ``conv``'s configuration, bias and ``weight`` (``(C_out, C_in', kd, kh, kw)``,
+    ``C_in'`` its input channels). Built without drawing initial weights, so a network's random initialisation
+    (and everything drawn after it) is what it was with ``nn.Conv3d``.
+    """
+    new = nn.utils.skip_init(NarrowConv3d, weight.shape[1], conv.out_channels, conv.kernel_size, conv.stride,
+                             conv.padding, bias=conv.bias is not None,
+                             channels_last_training=getattr(conv, "channels_last_training", True),
+                             device=weight.device, dtype=weight.dtype)
+    new.weight.copy_(weight)
+    if conv.bias is not None:
+        new.bias.copy_(conv.bias)
+    return new
