@@ -67,8 +67,14 @@ def test_torchscript_export(bundle, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
-def test_workflow_properties(bundle):
+def test_workflow_properties(bundle, tmp_path, monkeypatch):
+    """The check writes nothing into the bundle (its training configs' TensorBoard writers go to a scratch folder,
+    removed afterwards with the phantoms)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = sorted(p.relative_to(bundle) for p in bundle.rglob("*"))
     check_properties(bundle)
+    assert sorted(p.relative_to(bundle) for p in bundle.rglob("*")) == before
+    assert not list(tmp_path.glob("props_*"))  # (PyTorch may leave its own compile cache there)
 
 
 def test_bundles_differ_only_in_data_specific_values():

@@ -109,25 +109,29 @@ def check_properties(bundle: str | os.PathLike) -> None:
     if b.name not in kinds:
         raise ValueError(f"no phantom layout is known for bundle {b.name}; expected one of {sorted(kinds)}.")
     kind = kinds[b.name]
-    data = Path(tempfile.mkdtemp(prefix="props_"))
-    write_synthetic(kind, data, shape=(32, 32, 16), **PROPERTY_PHANTOMS[kind])
-    prepare_dataset(kind, data, data / "datalist.json")
-    runs = (("train", ["train.json"], {"num_workers": 0}),
-            ("inference", ["inference.json"], {"load_pretrain": False, "dataset_dir": "/nonexistent"}),
-            ("train", ["train.json", "train_topk.json"], {"num_workers": 0}),
-            ("train", ["train.json", "train_topk.json", "train_global.json"], {"num_workers": 0}),
-            ("inference", ["inference.json", "inference_topk.json"], {"load_pretrain": False,
-                                                                     "dataset_dir": "/nonexistent"}))
-    for workflow, configs, extra in runs:
-        wf = ConfigWorkflow(config_file=[str(b / "configs" / c) for c in configs],
-                            meta_file=str(b / "configs/metadata.json"),
-                            workflow_type=workflow, logging_file=str(b / "configs/logging.conf"), bundle_root=str(b),
-                            **{"dataset_dir": str(data), **extra})
-        wf.initialize()
-        missing = wf.check_properties()
-        if missing:
-            raise ValueError(f"{bundle}: {workflow} workflow of {configs} lacks required properties {missing}.")
-        wf.finalize()
+    with tempfile.TemporaryDirectory(prefix="props_") as scratch:
+        data, out = Path(scratch) / "data", Path(scratch) / "out"
+        write_synthetic(kind, data, shape=(32, 32, 16), **PROPERTY_PHANTOMS[kind])
+        prepare_dataset(kind, data, data / "datalist.json")
+        train = {"num_workers": 0, "ckpt_dir": str(out / "models")}
+        runs = (("train", ["train.json"], train),
+                ("inference", ["inference.json"], {"load_pretrain": False, "dataset_dir": "/nonexistent"}),
+                ("train", ["train.json", "train_topk.json"], train),
+                ("train", ["train.json", "train_topk.json", "train_global.json"], train),
+                ("inference", ["inference.json", "inference_topk.json"], {"load_pretrain": False,
+                                                                         "dataset_dir": "/nonexistent"}))
+        for workflow, configs, extra in runs:
+            # outputs (the TensorBoard writers, checkpoints) into the scratch folder: the bundle being verified,
+            # perhaps an installed copy, is left as it was
+            wf = ConfigWorkflow(config_file=[str(b / "configs" / c) for c in configs],
+                                meta_file=str(b / "configs/metadata.json"),
+                                workflow_type=workflow, logging_file=str(b / "configs/logging.conf"),
+                                bundle_root=str(b), **{"dataset_dir": str(data), "output_dir": str(out), **extra})
+            wf.initialize()
+            missing = wf.check_properties()
+            if missing:
+                raise ValueError(f"{bundle}: {workflow} workflow of {configs} lacks required properties {missing}.")
+            wf.finalize()
 
 
 CHECKS: dict[str, Callable] = {
