@@ -9,7 +9,7 @@ import torch.nn as nn
 
 __all__ = ["NARROW_CHANNELS", "NarrowConv3d"]
 
-# oneDNN's AVX-512 kernels block channels by 16: below that, its backward pass over channels-first maps is slow
+# oneDNN's AVX-512 kernels block channels-first maps by 16 channels: narrower layers are padded
 NARROW_CHANNELS = 16
 
 
@@ -19,11 +19,12 @@ class NarrowConv3d(nn.Conv3d):
     :data:`NARROW_CHANNELS` output channels, convolves a channels-last copy of its input and returns a
     channels-first copy of the result.
 
-    PyTorch's oneDNN convolution over channels-first (NCDHW) maps pads such narrow layers to 16-channel blocks and,
-    in the backward pass, reorders the maps in every call; over channels-last maps it does neither. For E2ENet's
-    full-resolution (1, 3, 3) convolutions of the CPU demo network (8 output channels, 8-16 inputs, patch batch
-    4 x 32 x 48 x 48) forward and backward take 0.3-0.55x the time with both copies included, so a training step
-    takes about 10 % less (``tools/benchmark_train_step.py``). With 16 or more output channels, in eval mode or
+    Over channels-first (NCDHW) maps, PyTorch's oneDNN convolution reorders the maps into 16-channel blocks (half
+    padding for 8 channels) in every call, forward and backward; over channels-last maps it runs its brgemm kernels
+    on the maps as they are (``ONEDNN_VERBOSE=1``, PyTorch 2.13, AVX-512). For E2ENet's full-resolution (1, 3, 3)
+    convolutions of the CPU demo network (8 output channels, 8-16 inputs, patch batch 4 x 32 x 48 x 48) forward
+    and backward took 0.4-0.8x the time with both copies included (one-off timings), and a training step takes
+    about 10 % less (``tools/benchmark_train_step.py``). With 16 or more output channels, in eval mode or
     without a gradient to compute (inference, where the gain is not consistent; a frozen network), it is
     ``nn.Conv3d`` itself; the rest of the network keeps channels-first maps, so no other layer changes. Gradients
     equal ``nn.Conv3d``'s to float round-off.
