@@ -19,11 +19,11 @@ from e2enet_monai.networks import E2ENet
 from e2enet_monai.networks.blocks import NarrowConv3d
 from e2enet_monai.utils.memory import reuse_freed_memory
 
-__all__ = ["TRAIN_STEP_VARIANTS", "benchmark_train_step", "write_train_step_report"]
+__all__ = ["BASELINE", "TRAIN_STEP_VARIANTS", "benchmark_train_step", "write_train_step_report"]
 
-# row label -> whether the narrow convolutions take their channels-last path; the second is the baseline
-TRAIN_STEP_VARIANTS = {"narrow convolutions channels-last (default)": True, "nn.Conv3d throughout": False}
 BASELINE = "nn.Conv3d throughout"
+# row label -> whether the narrow convolutions take their channels-last path
+TRAIN_STEP_VARIANTS = {"narrow convolutions channels-last (default)": True, BASELINE: False}
 
 
 def _worker(spec: dict, queue) -> None:
