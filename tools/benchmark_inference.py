@@ -13,6 +13,7 @@ from e2enet_monai.benchmarks.inference import (
     write_inference_report,
 )
 from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.report import print_report
 
 
 def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_output",
@@ -62,8 +63,7 @@ def main(workdir: str = "benchmark_output/inference", out_dir: str = "benchmark_
               f"Machine: {machine_label(threads)}. Command: "
               + command_line(invert_labels, reuse_training, train_overrides, topk_overrides, global_overrides,
                              shape, ks, spacing, topk_inference_overrides))
-    for path in write_inference_report(rows, out_dir, header):
-        print(f"wrote {path}")
+    print_report(write_inference_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":

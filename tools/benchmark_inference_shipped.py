@@ -7,6 +7,7 @@ import fire
 import e2enet_monai
 from e2enet_monai.benchmarks.inference import LOCAL_NETWORKS, benchmark_shipped_inference, write_shipped_report
 from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.report import print_report
 from e2enet_monai.utils.cli import as_list
 from e2enet_monai.utils.errors import cli_entry
 
@@ -49,8 +50,7 @@ def main(workdir: str = "benchmark_output/inference_shipped", out_dir: str = "be
               f"tools/benchmark_inference_shipped.py --shape {shape} --spacing {spacing} --ks "
               f"{','.join(map(str, k_list))} --local_networks {','.join(nets)} --threads {threads} "
               f"--invert_labels {invert_labels}")
-    for path in write_shipped_report(rows, out_dir, header):
-        print(f"wrote {path}")
+    print_report(write_shipped_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":

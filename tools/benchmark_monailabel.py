@@ -9,7 +9,7 @@ import fire
 import e2enet_monai
 from e2enet_monai.benchmarks.model_stats import machine_label
 from e2enet_monai.benchmarks.monailabel_time import benchmark_monailabel
-from e2enet_monai.benchmarks.report import write_report
+from e2enet_monai.benchmarks.report import print_report, write_report
 from e2enet_monai.utils.errors import cli_entry
 
 
@@ -47,8 +47,7 @@ def main(bundle: str = "demo_output/e2enet_btcv_segmentation", shape: str = "512
     written = write_report(out_dir, "benchmark_monailabel", header,
                            ["model", "seconds per /infer", "speed-up vs sliding window",
                             "longest /info/ wait during it, s"], cells, rows)
-    print(written[0].read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    print_report(written)
 
 
 if __name__ == "__main__":

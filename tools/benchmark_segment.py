@@ -8,7 +8,7 @@ import fire
 
 import e2enet_monai
 from e2enet_monai.benchmarks.model_stats import machine_label
-from e2enet_monai.benchmarks.report import write_report
+from e2enet_monai.benchmarks.report import print_report, write_report
 from e2enet_monai.benchmarks.segment_time import MODES, benchmark_segment
 from e2enet_monai.utils.cli import as_list
 from e2enet_monai.utils.errors import cli_entry
@@ -50,8 +50,7 @@ def main(bundle: str = "btcv", shape: str = "512x512x200", spacing: str = "0.8x0
     written = write_report(out_dir, "benchmark_segment", header,
                            ["mode", "network runs", "seconds (whole command)", "read", "inference", "write",
                             "speed-up vs sliding window"], cells, rows)
-    print(written[0].read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    print_report(written)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES
 from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.report import print_report
 from e2enet_monai.benchmarks.sparse_training import benchmark_sparse_training, write_sparse_report
 from e2enet_monai.utils.cli import as_list
 
@@ -32,9 +33,7 @@ def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_di
               f"(CPU demo settings: channels {CPU_DEMO_OVERRIDES['channels']}, "
               f"patch {CPU_DEMO_OVERRIDES['patch_size']}), sparse kinds with mask seeds {seeds}, "
               f"Dice on the held-out fold. Machine: {machine_label(torch.get_num_threads())}.")
-    md, js = write_sparse_report(rows, out_dir, header)
-    print(md.read_text())
-    print(f"wrote {md} and {js}")
+    print_report(write_sparse_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":

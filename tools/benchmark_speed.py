@@ -7,6 +7,7 @@ import fire
 
 import e2enet_monai
 from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.report import print_report
 from e2enet_monai.benchmarks.speed import SPEED_NETWORKS, benchmark_speed, write_speed_report
 from e2enet_monai.inferers.runtime import BACKENDS
 from e2enet_monai.utils.cli import as_list
@@ -48,9 +49,7 @@ def main(shapes: str | tuple = "96x96x96,96x128x128", threads: str | tuple = "1,
               f"Command: python tools/benchmark_speed.py --shapes "
               f"{','.join('x'.join(map(str, s)) for s in shape_list)} --threads {','.join(map(str, thread_list))} "
               f"--repeats {repeats} --runtimes {','.join(runtime_list)} --reuse_memory {reuse_memory}{subset}")
-    written = write_speed_report(rows, out_dir, header)
-    print(written[0].read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    print_report(write_speed_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import fire
 
 import e2enet_monai
 from e2enet_monai.benchmarks.model_stats import machine_label
+from e2enet_monai.benchmarks.report import print_report
 from e2enet_monai.benchmarks.train_step import benchmark_train_step, write_train_step_report
 from e2enet_monai.utils.cli import as_list
 from e2enet_monai.utils.errors import cli_entry
@@ -29,9 +30,7 @@ def main(threads: str | tuple = "1,2", steps: int = 20, out_dir: str = "benchmar
               f"float32, e2enet-monai {e2enet_monai.__version__}, median of {steps} interleaved steps after a "
               f"warm-up. Machine: {machine_label(max(thread_list))}. Command: python tools/benchmark_train_step.py "
               f"--threads {','.join(map(str, thread_list))} --steps {steps}")
-    written = write_train_step_report(rows, out_dir, header)
-    print(written[0].read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    print_report(write_train_step_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["write_report"]
+__all__ = ["print_report", "write_report"]
 
 
 def write_report(out_dir: str | os.PathLike, name: str, header: str, columns: Sequence[str],
@@ -27,3 +27,10 @@ def write_report(out_dir: str | os.PathLike, name: str, header: str, columns: Se
     md.write_text("\n".join(lines) + "\n")
     js.write_text(json.dumps({"header": header, "rows": rows, "torch": torch.__version__}, indent=2) + "\n")
     return md, js
+
+
+def print_report(paths: Sequence[Path]) -> None:
+    """What every benchmark tool prints at its end: the Markdown table (the first of ``paths``), then every file
+    it wrote."""
+    print(Path(paths[0]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
