@@ -17,6 +17,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# nice levels of the first demos (their CPU shares when they compete for a core: 29 to 15), the others at idle
+# priority; see :class:`BackgroundDemos`
+DEMO_NICE = (16, 19)
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "demo_output", "eval",
                               "models")
 
@@ -58,13 +61,15 @@ class BackgroundDemos:
 
     Each demo runs with one PyTorch thread below the tests' priority, so that the tests running meanwhile keep the
     cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
-    running on one core). The first demo (BTCV's, which most tests wait for) runs at nice 19 and the others at idle
-    priority (``SCHED_IDLE``): the first one gets all the time the tests leave, so it ends close to when the tests
-    that wait for nothing do (80 s after them in a rehearsal, against almost 5 minutes when BTCV's and AMOS's
-    shared that time equally), and the others train while its many tests run, mostly single-threaded subprocesses
-    and servers that leave a core idle half the time. One thread each, because a demo with two threads on a core
-    that a test leaves free half the time makes almost no progress (each step waits for its starved second thread),
-    and two one-thread demos side by side train more per second than one two-thread demo.
+    running on one core): the first two at the nice levels of :data:`DEMO_NICE`, the others at idle priority
+    (``SCHED_IDLE``). BTCV's, which most tests wait for, gets most of that time and ends close to when the tests
+    that wait for nothing do; AMOS's gets enough of it to end with the last of the tests that run after them
+    (which leave a core idle about half the time), BraTS's short one takes what is left. Measured in rehearsals:
+    with AMOS's at idle priority it trained alone for the last two minutes (112 of 116 idle CPU seconds); with all
+    at nice 19 all three ended five minutes before the tests, which then left 249 CPU seconds idle. One thread each,
+    because a demo with two threads on a core that a test leaves free half the time makes almost no progress (each
+    step waits for its starved second thread), and two one-thread demos side by side train more per second than one
+    two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
@@ -118,11 +123,11 @@ class BackgroundDemos:
                     # scheduling shares the CPU equally between sessions, whatever their priority
                     proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, process_group=0)
-                # below the tests, inherited by the bundle runs it starts: the first demo at the lowest nice level,
-                # the others at idle priority (see the class docstring)
-                if name == self.names[0]:
+                # below the tests, inherited by the bundle runs it starts (see the class docstring)
+                rank = self.names.index(name)
+                if rank < len(DEMO_NICE):
                     os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
-                    os.setpriority(os.PRIO_PROCESS, proc.pid, 19)
+                    os.setpriority(os.PRIO_PROCESS, proc.pid, DEMO_NICE[rank])
                 else:
                     os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
                 self._running.append(proc)
