@@ -63,10 +63,11 @@ class BackgroundDemos:
     cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
     running on one core): the first two at the nice levels of :data:`DEMO_NICE`, the others at idle priority
     (``SCHED_IDLE``). BTCV's, which most tests wait for, gets most of that time and ends close to when the tests
-    that wait for nothing do; AMOS's gets enough of it to end with the last of the tests that run after them
-    (which leave a core idle about half the time), BraTS's short one takes what is left. Measured in rehearsals:
-    with AMOS's at idle priority it trained alone for the last two minutes (112 of 116 idle CPU seconds); with all
-    at nice 19 all three ended five minutes before the tests, which then left 249 CPU seconds idle. One thread each,
+    that wait for nothing do; AMOS's gets enough of it to end while the tests that run after them do (they leave a
+    core idle about half the time), not alone after them; BraTS's short one takes what is left. Measured in
+    rehearsals: with AMOS's at idle priority it trained alone for the last two minutes (112 of 116 idle CPU
+    seconds); with all at nice 19 all three ended five minutes before the tests, which then left 249 CPU seconds
+    idle; with these levels AMOS's and BraTS's ended 4 and 2.5 minutes before the tests (99 idle). One thread each,
     because a demo with two threads on a core that a test leaves free half the time makes almost no progress (each
     step waits for its starved second thread), and two one-thread demos side by side train more per second than one
     two-thread demo.
