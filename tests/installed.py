@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# nice levels of the first demos (their CPU shares when they compete for a core: 29 to 15), the others at idle
+# nice levels of the first demos (their CPU shares when they compete for a core: 36 to 15), the others at idle
 # priority; see :class:`BackgroundDemos`
-DEMO_NICE = (16, 19)
+DEMO_NICE = (15, 19)
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "demo_output", "eval",
                               "models")
 
