@@ -68,10 +68,9 @@ class BackgroundDemos:
     rehearsals: with AMOS's at idle priority it trained alone for the last two minutes (112 of 116 idle CPU
     seconds); with all at nice 19 all three ended five minutes before the tests, which then left 249 CPU seconds
     idle; with BTCV's at nice 16 AMOS's and BraTS's ended 4 and 2.5 minutes before the tests (99 idle), at nice 15
-    3 minutes and 50 s before them (40 idle). One thread each,
-    because a demo with two threads on a core that a test leaves free half the time makes almost no progress (each
-    step waits for its starved second thread), and two one-thread demos side by side train more per second than one
-    two-thread demo.
+    three minutes and 50 s before them (40 idle). One thread each, because a demo with two threads on a core that a
+    test leaves free half the time makes almost no progress (each step waits for its starved second thread), and two
+    one-thread demos side by side train more per second than one two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
