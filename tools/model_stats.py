@@ -6,6 +6,7 @@ import fire
 import torch
 
 from e2enet_monai.benchmarks.model_stats import collect_model_stats, machine_label, write_stats_report
+from e2enet_monai.benchmarks.report import print_report
 from e2enet_monai.networks.nets.baselines import NETWORKS
 from e2enet_monai.utils.cli import as_list
 
@@ -55,9 +56,7 @@ def main(
     )
     header = (f"Model statistics, {in_channels} -> {out_channels} channels, batch 1, eval mode. "
               f"Machine: {machine_label(threads)}. Latency: median of {runs} CPU forward passes.")
-    md, js = write_stats_report(rows, out_dir, header)
-    print(md.read_text())
-    print(f"wrote {md} and {js}")
+    print_report(write_stats_report(rows, out_dir, header))
 
 
 if __name__ == "__main__":
