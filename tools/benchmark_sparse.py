@@ -1,5 +1,5 @@
-"""Dense vs sparse (mesh density 0.2: kernel masks, channel masks uniform, ERK and in multiples of 8) training on
-phantoms, in one run."""
+"""Dense vs sparse (mesh density 0.2: kernel masks, channel masks uniform, ERK and in multiples of 4 and 8) training
+on phantoms, in one run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from e2enet_monai.utils.cli import as_list
 def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_dir: str = "benchmark_output",
          seed: int = 0, sparse_seeds: str | int | tuple = (0, 1)) -> None:
     """
-    Train dense, kernel-sparse and channel-sparse (uniform, ERK, multiples of 8) with the same data, seed and
+    Train dense, kernel-sparse and channel-sparse (uniform, ERK, multiples of 4 and 8) with the same data, seed and
     iterations (the CPU demo settings), evaluate each on the held-out fold, and write OUT_DIR/benchmark_sparse.md
     and .json.
 
