@@ -5,11 +5,16 @@ for and is not repeated here; each run's own measurements are replaced by a stan
 to train."""
 
 import math
+import re
+import runpy
 import statistics
+from pathlib import Path
 
 import pytest
 
 import e2enet_monai.benchmarks.sparse_training as sparse_training
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -33,7 +38,7 @@ def recorded(monkeypatch):
 
 def test_each_sparse_kind_runs_once_per_mask_seed_and_dense_once(recorded, tmp_path):
     rows = sparse_training.benchmark_sparse_training(tmp_path / "work", "btcv", sparse_seeds=(0, 2))
-    assert [r["run"] for r in rows] == [label for label, *_ in sparse_training.RUNS]
+    assert [r["run"] for r in rows] == [label for label, *_ in sparse_training.RUNS.values()]
     asked = [(run["sparse_training"], run["sparse_structure"], run["sparse_distribution"],
               run["sparse_channel_multiple"], run["sparse_seed"]) for _, run in recorded]
     assert asked == [(False, "kernel", "uniform", 1, 0),
@@ -65,4 +70,24 @@ def test_report_lists_the_per_seed_dice(recorded, tmp_path):
 def test_no_mask_seed_is_refused_before_any_work(recorded, tmp_path):
     with pytest.raises(ValueError, match="at least one mask seed"):
         sparse_training.benchmark_sparse_training(tmp_path / "work", "btcv", sparse_seeds=())
+    assert recorded == [] and not (tmp_path / "work").exists()
+
+
+def test_chosen_runs_train_in_table_order_with_the_overridden_mesh(recorded, tmp_path):
+    rows = sparse_training.benchmark_sparse_training(tmp_path / "work", "btcv", sparse_seeds=(0,),
+                                                     overrides={"channels": [16, 32, 64, 128]},
+                                                     runs=["channel_x8", "kernel"])
+    assert [r["run"] for r in rows] == ["sparse 0.2 (kernel)", "sparse 0.2 (channel, multiples of 8)"]
+    assert [(run["sparse_structure"], run["sparse_channel_multiple"]) for _, run in recorded] == [("kernel", 1),
+                                                                                                 ("channel", 8)]
+    assert all(run["channels"] == [16, 32, 64, 128] and run["strides"] == [1, 2, 2, 2] for _, run in recorded)
+
+
+def test_unknown_run_or_wrong_widths_are_refused_before_any_work(recorded, tmp_path):
+    with pytest.raises(ValueError, match=r"runs must name some of \['dense', 'kernel'.*got \['kernels'\]"):
+        sparse_training.benchmark_sparse_training(tmp_path / "work", "btcv", runs=["kernels"])
+    tool = runpy.run_path(str(ROOT / "tools/benchmark_sparse.py"))  # fire is only called as __main__
+    with pytest.raises(ValueError, match=re.escape(
+            "--channels needs 4 widths, one per level of the demo network (strides [1, 2, 2, 2]); got [16, 32, 64].")):
+        tool["main"](workdir=str(tmp_path / "work"), out_dir=str(tmp_path), channels="16,32,64")
     assert recorded == [] and not (tmp_path / "work").exists()
