@@ -9,7 +9,7 @@ import torch
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES
 from e2enet_monai.benchmarks.model_stats import machine_label
 from e2enet_monai.benchmarks.report import print_report
-from e2enet_monai.benchmarks.sparse_training import RUNS, benchmark_sparse_training, write_sparse_report
+from e2enet_monai.benchmarks.sparse_training import benchmark_sparse_training, write_sparse_report
 from e2enet_monai.utils.cli import as_list
 
 
@@ -36,9 +36,8 @@ def main(dataset: str = "btcv", workdir: str = "benchmark_output/sparse", out_di
     if len(widths) != len(CPU_DEMO_OVERRIDES["strides"]):
         raise ValueError(f"--channels needs {len(CPU_DEMO_OVERRIDES['strides'])} widths, one per level of the demo "
                          f"network (strides {CPU_DEMO_OVERRIDES['strides']}); got {widths}.")
-    names = [str(r) for r in as_list(runs)] or list(RUNS)
     rows = benchmark_sparse_training(workdir, dataset, seed, overrides={"channels": widths}, sparse_seeds=seeds,
-                                     runs=names)
+                                     runs=as_list(runs) or None)
     header = (f"Dense vs sparse E2ENet training, {dataset} phantoms, {rows[0]['iterations']} iterations each "
               f"(CPU demo settings: channels {widths}, "
               f"patch {CPU_DEMO_OVERRIDES['patch_size']}), sparse kinds with mask seeds {seeds}, "

@@ -72,22 +72,22 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     for label, sparse, structure, distribution, multiple in (RUNS[name] for name in RUNS if name in names):
         settings = {"sparse_training": sparse, "sparse_structure": structure, "sparse_distribution": distribution,
                     "sparse_channel_multiple": multiple}
-        runs = [_train_and_evaluate(work / f"{_folder(label)}_seed{s}", bundle_name, iterations,
-                                    {**base, **settings, "sparse_seed": s})
-                for s in (sparse_seeds if sparse else sparse_seeds[:1])]
-        classes = list(runs[0]["per_class_dice"])
+        trained = [_train_and_evaluate(work / f"{_folder(label)}_seed{s}", bundle_name, iterations,
+                                       {**base, **settings, "sparse_seed": s})
+                   for s in (sparse_seeds if sparse else sparse_seeds[:1])]
+        classes = list(trained[0]["per_class_dice"])
         rows.append({
             "run": label,
-            "mean_dice": statistics.fmean(r["mean_dice"] for r in runs),
-            "dice_per_seed": [r["mean_dice"] for r in runs],
+            "mean_dice": statistics.fmean(r["mean_dice"] for r in trained),
+            "dice_per_seed": [r["mean_dice"] for r in trained],
             "sparse_seeds": [int(s) for s in sparse_seeds] if sparse else [],
-            "mesh_density": statistics.fmean(r["mesh_density"] for r in runs),
-            "params_nonzero": round(statistics.fmean(r["params_nonzero"] for r in runs)),
-            "params_total": runs[0]["params_total"],
-            "gflops_true": statistics.fmean(r["gflops_true"] for r in runs),
-            "seconds_per_iteration": statistics.median(r["seconds_per_iteration"] for r in runs),
+            "mesh_density": statistics.fmean(r["mesh_density"] for r in trained),
+            "params_nonzero": round(statistics.fmean(r["params_nonzero"] for r in trained)),
+            "params_total": trained[0]["params_total"],
+            "gflops_true": statistics.fmean(r["gflops_true"] for r in trained),
+            "seconds_per_iteration": statistics.median(r["seconds_per_iteration"] for r in trained),
             "iterations": iterations,
-            "per_class_dice": {c: statistics.fmean(r["per_class_dice"][c] for r in runs) for c in classes},
+            "per_class_dice": {c: statistics.fmean(r["per_class_dice"][c] for r in trained) for c in classes},
         })
     return rows
 
