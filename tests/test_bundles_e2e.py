@@ -14,9 +14,10 @@ import pytest
 import torch
 from docs_commands import docs_command
 from monai.bundle import ConfigParser
+from warm import run_bundle
 
 from e2enet_monai.apps.demo import CPU_DEMO_OVERRIDES, TOPK_CPU_OVERRIDES
-from e2enet_monai.apps.runner import read_dice_table, run_bundle
+from e2enet_monai.apps.runner import read_dice_table
 from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.networks import E2ENet
 

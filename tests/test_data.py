@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -7,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import warm
 
 from e2enet_monai.data import DatasetError, load_split, prepare_dataset, write_synthetic
 from e2enet_monai.transforms import BraTSRegionsd, RegionsToBraTSLabeld, ReorderChannelsd
@@ -117,7 +117,7 @@ def test_prepare_never_overwrites_unless_asked(tmp_path):
 
 
 def test_cli_tools(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
+    run = lambda *a: warm.run([sys.executable, *a], capture_output=True, text=True, timeout=300)  # noqa: E731
     out = run(str(ROOT / "tools/make_synthetic.py"), "brats2023", str(tmp_path), "--num_cases", "2",
               "--shape", "[16,16,8]")
     assert out.returncode == 0, out.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import warm
 from bundle_copies import btcv_case as make_btcv_case
 from docs_commands import docs_command
 from monai.bundle import ConfigParser
@@ -140,8 +141,8 @@ def test_train_json_fold_k_writes_model_fold_k_and_trains_on_that_split(name, tm
 
 
 def _segment(*args):
-    proc = subprocess.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    proc = warm.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
+                    text=True, timeout=600)
     return proc
 
 

@@ -2,12 +2,12 @@
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import warm
 from bundle_copies import random_weights_copy
 
 from e2enet_monai.apps.runner import bundle_command
@@ -103,8 +103,8 @@ def weighted_bundle(tmp_path_factory):
 
 def _run(bundle, configs, overrides, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run(bundle_command(bundle, configs, overrides), capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return warm.run(bundle_command(bundle, configs, overrides), capture_output=True, text=True, env=env,
+                    timeout=timeout)
 
 
 def _last_line(proc):

@@ -4,13 +4,13 @@ import hashlib
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+import warm
 import yaml
 
 from e2enet_monai.bundle.registry import bundles_dir
@@ -108,7 +108,7 @@ def test_same_zip_works_with_monai_bundle_download_and_large_files(tmp_path, ser
     dest = tmp_path / "monai_dl"
     cmd = [sys.executable, "-m", "monai.bundle", "download", "--name", NAME, "--url", entry["url"],
            "--bundle_dir", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = warm.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     bundle = dest / NAME
     weights = bundle / "models/model.pt"
@@ -116,11 +116,11 @@ def test_same_zip_works_with_monai_bundle_download_and_large_files(tmp_path, ser
     assert weights.read_bytes() == original
     weights.unlink()  # fetched again from large_files.yml, with its sha256 checked
     cmd = [sys.executable, "-m", "monai.bundle", "download_large_files", "--bundle_path", str(bundle)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = warm.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert weights.read_bytes() == original
     weights.write_bytes(b"corrupted")  # an existing file with the wrong hash is an error
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = warm.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "hash" in (proc.stdout + proc.stderr).lower()
 
 
@@ -189,8 +189,8 @@ def test_download_cli(tmp_path, server):
     published(tmp_path, site, url)
     tool = Path(__file__).resolve().parents[1] / "tools/download_bundle.py"
     cmd = [sys.executable, str(tool), NAME, f"{url}/index.json", "--bundle_dir", str(tmp_path / "dl")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = warm.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "dl" / NAME / "models/model.pt").is_file()
-    proc = subprocess.run(cmd + ["--version", "7.7.7"], capture_output=True, text=True, timeout=300)
+    proc = warm.run(cmd + ["--version", "7.7.7"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no version '7.7.7'" in proc.stderr

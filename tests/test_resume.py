@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm
 
 from e2enet_monai.apps.runner import bundle_command
 
@@ -38,7 +39,7 @@ def _load(path):
 
 def test_kill_during_an_epoch_then_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    proc = subprocess.run(_cmd(tiny, full), capture_output=True, text=True, env=ENV, timeout=900)
+    proc = warm.run(_cmd(tiny, full), capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # the same run, killed with SIGKILL once epoch 3 has begun (epoch 2's checkpoint is on disk)
@@ -54,8 +55,8 @@ def test_kill_during_an_epoch_then_resume_equals_an_uninterrupted_run(tiny, tmp_
     assert sorted(p.name for p in models.iterdir()) == ["last_checkpoint_epoch=2.pt", "model.pt"]
     before = (models / "model.pt").read_bytes()
 
-    proc = subprocess.run(_cmd(tiny, cut, resume_from=str(models / "last_checkpoint_epoch=2.pt")),
-                          capture_output=True, text=True, env=ENV, timeout=900)
+    proc = warm.run(_cmd(tiny, cut, resume_from=str(models / "last_checkpoint_epoch=2.pt")),
+                    capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in models.iterdir()) == ["last_checkpoint_epoch=3.pt", "model.pt"]
 
@@ -79,7 +80,7 @@ def test_training_refuses_to_replace_the_best_model_without_overwrite(tiny, tmp_
     out = tmp_path / "run"
     (out / "models").mkdir(parents=True)
     (out / "models/model.pt").write_bytes(b"earlier model")
-    proc = subprocess.run(_cmd(tiny, out, epochs=1), capture_output=True, text=True, env=ENV, timeout=600)
+    proc = warm.run(_cmd(tiny, out, epochs=1), capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "model.pt exists" in last and "--overwrite True" in last, last
@@ -89,8 +90,8 @@ def test_training_refuses_to_replace_the_best_model_without_overwrite(tiny, tmp_
 
 
 def test_resume_from_a_missing_checkpoint_is_refused(tiny, tmp_path):
-    proc = subprocess.run(_cmd(tiny, tmp_path, resume_from=str(tmp_path / "nope.pt")), capture_output=True, text=True,
-                          env=ENV, timeout=600)
+    proc = warm.run(_cmd(tiny, tmp_path, resume_from=str(tmp_path / "nope.pt")), capture_output=True, text=True,
+                    env=ENV, timeout=600)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (f"error: --resume_from {tmp_path / 'nope.pt'}: no such checkpoint "
                                                     f"(bundles write models/last_checkpoint_epoch=<N>.pt with "

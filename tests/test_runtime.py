@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import warm
 from bundle_copies import btcv_case as make_btcv_case
 from docs_commands import docs_command
 from monai.bundle import ConfigParser
@@ -59,7 +60,7 @@ def btcv_case(tmp_path_factory):
 
 def _run(bundle, image, out, configs=("inference.json",), **overrides):
     cmd = bundle_command(bundle, configs, {"datalist": json.dumps([str(image)]), "output_dir": str(out), **overrides})
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return warm.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def test_documented_onnxruntime_command_gives_the_torch_labels(btcv_case, tmp_path):

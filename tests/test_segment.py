@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import warm
 from bundle_copies import random_weights_copy
 from monai.transforms import LoadImage
 from PIL import Image
@@ -25,8 +26,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def segment(*args, check=True, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+    proc = warm.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
+                    text=True, env=ENV, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

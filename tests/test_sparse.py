@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import warm
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 
@@ -266,7 +267,6 @@ def test_disabled_handler_leaves_network_dense():
 
 
 def test_export_tool_roundtrip(tmp_path):
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -275,14 +275,14 @@ def test_export_tool_roundtrip(tmp_path):
     sp = DynamicSparsity(net, 0.2)
     torch.save({"model": net.state_dict(), "sparse": sp.state_dict()}, tmp_path / "model.pt")
     tool = [sys.executable, str(root / "tools/export_sparse.py")]
-    out = subprocess.run(tool + ["export", str(tmp_path / "model.pt"), str(tmp_path / "c.pt")], capture_output=True,
-                         text=True, timeout=120)
+    out = warm.run(tool + ["export", str(tmp_path / "model.pt"), str(tmp_path / "c.pt")], capture_output=True,
+                   text=True, timeout=120)
     assert out.returncode == 0 and "MiB dense" in out.stdout, out.stderr
-    out = subprocess.run(tool + ["export", str(tmp_path / "model.pt"), str(tmp_path / "c.pt")], capture_output=True,
-                         text=True, timeout=120)
+    out = warm.run(tool + ["export", str(tmp_path / "model.pt"), str(tmp_path / "c.pt")], capture_output=True,
+                   text=True, timeout=120)
     assert out.returncode != 0 and "exists" in out.stderr
-    out = subprocess.run(tool + ["restore", str(tmp_path / "c.pt"), str(tmp_path / "back.pt")], capture_output=True,
-                         text=True, timeout=120)
+    out = warm.run(tool + ["restore", str(tmp_path / "c.pt"), str(tmp_path / "back.pt")], capture_output=True,
+                   text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     back = torch.load(tmp_path / "back.pt", weights_only=True)["model"]
     assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
