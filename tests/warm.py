@@ -162,7 +162,7 @@ def _execute(request: dict, fds: list[int]) -> None:
     sys.stdout = sys.__stdout__ = io.TextIOWrapper(open(1, "wb", buffering=0 if unbuffered else -1, closefd=False),
                                                    line_buffering=os.isatty(1), write_through=unbuffered)
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(open(2, "wb", buffering=0 if unbuffered else -1, closefd=False),
-                                                   errors="backslashreplace", line_buffering=True,
+                                                   errors="backslashreplace", line_buffering=not unbuffered,
                                                    write_through=unbuffered)
     threads = os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(int(threads) if threads else _DEFAULT_THREADS)
@@ -183,7 +183,9 @@ def _execute(request: dict, fds: list[int]) -> None:
         code = e.code
     except BaseException as e:
         tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:  # the traceback starts where python's does
+        # the traceback starts in the command's own code, as python's does for a script (for -m it shows two
+        # frames of runpy's before it)
+        while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<frozen runpy>"):
             tb = tb.tb_next
         sys.excepthook(type(e), e.with_traceback(tb), tb)
         code = 1
