@@ -99,7 +99,7 @@ def run(cmd: Sequence[str | os.PathLike], *, env: Mapping[str, str] | None = Non
             try:
                 status = struct.unpack("!i", _recv(conn, 4))[0]
             except TimeoutError:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
                 raise subprocess.TimeoutExpired(cmd, timeout) from None
         code = os.waitstatus_to_exitcode(status)
         stdout = stderr = None
