@@ -1,4 +1,5 @@
-"""``e2enet-segment``: the real command in a subprocess, on the real DICOM series fixture and on phantoms."""
+"""``e2enet-segment``: the real command in its own process (most through the warm interpreter of ``warm.py``), on the
+real DICOM series fixture and on phantoms."""
 
 import csv
 import json
