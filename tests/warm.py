@@ -115,16 +115,11 @@ def run(cmd: Sequence[str | os.PathLike], *, env: Mapping[str, str] | None = Non
     return proc
 
 
-def run_bundle(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object] | None = None,
-               check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """:func:`e2enet_monai.apps.runner.run_bundle` (output captured) through :func:`run`."""
-    from e2enet_monai.apps.runner import bundle_command
+def run_bundle(*args, **kwargs) -> subprocess.CompletedProcess:
+    """:func:`e2enet_monai.apps.runner.run_bundle` (without ``log_file``) through :func:`run`."""
+    from e2enet_monai.apps.runner import run_bundle
 
-    cmd = bundle_command(bundle, configs, overrides)
-    proc = run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"bundle run failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    return proc
+    return run_bundle(*args, **kwargs, run=run)
 
 
 def _decode(data: bytes) -> str:

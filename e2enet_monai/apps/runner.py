@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["bundle_command", "read_dice_table", "run_bundle"]
@@ -31,21 +31,23 @@ def bundle_command(bundle: str | os.PathLike, configs: Sequence[str], overrides:
 
 def run_bundle(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, object] | None = None,
                launcher: Sequence[str] | None = None, log_file: str | os.PathLike | None = None,
-               timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+               timeout: float | None = None, check: bool = True,
+               run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> subprocess.CompletedProcess:
     """
     Run a bundle workflow in a subprocess; raise with the output's tail if it fails (``check``). With ``log_file``
     the command line and then its output (stdout and stderr together) are written there as it runs, so the file can
-    be followed live, and the returned process has no captured output; otherwise both are captured.
+    be followed live, and the returned process has no captured output; otherwise both are captured. ``run`` starts
+    the process, called as ``subprocess.run`` (the tests pass their warm interpreter's).
     """
     cmd = bundle_command(bundle, configs, overrides, launcher)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if log_file is None:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     else:
         with open(log_file, "w") as log:
             log.write(" ".join(cmd) + "\n\n")
             log.flush()
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+            proc = run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:  # the log is read back only to report a failure
         if log_file is None:
             where, tail = "", proc.stderr
