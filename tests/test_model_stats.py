@@ -10,6 +10,7 @@ from e2enet_monai.benchmarks.model_stats import (
     collect_model_stats,
     flop_counts,
     load_checkpoint_masks,
+    machine_label,
     parameter_counts,
 )
 from e2enet_monai.networks import E2ENet
@@ -114,3 +115,11 @@ def test_cli_help_documents_every_option():
     for option in ("networks", "in_channels", "out_channels", "patch", "density", "distribution", "checkpoint",
                    "seed", "runs", "threads", "timing", "channel_multiple", "out_dir"):
         assert f"--{option}" in text
+
+
+def test_machine_label_names_the_cpu_its_vector_instructions_and_the_threads():
+    """Two CPUs sold under one name (AMD EPYC with and without AVX-512) time differently: the header says which."""
+    label = machine_label(1)
+    with open("/proc/cpuinfo") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    assert label.startswith(f"{model} ({torch.backends.cpu.get_cpu_capability()}), 1 thread(s) of ")

@@ -143,14 +143,19 @@ def load_checkpoint_masks(model: nn.Module, checkpoint: str | os.PathLike) -> Ke
 
 
 def machine_label(threads: int) -> str:
-    """A one-line description of this machine for report headers."""
+    """
+    A one-line description of this machine for report headers: the CPU model, the vector instructions PyTorch's
+    kernels use on it (e.g. ``AVX2`` or ``AVX512``: CPUs sold under one name differ here, and so do their timings),
+    the threads and PyTorch's version.
+    """
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {threads} thread(s) of {os.cpu_count()} CPU(s), torch {torch.__version__}"
+    return (f"{cpu} ({torch.backends.cpu.get_cpu_capability()}), {threads} thread(s) of {os.cpu_count()} CPU(s), "
+            f"torch {torch.__version__}")
 
 
 def collect_model_stats(
