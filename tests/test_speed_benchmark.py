@@ -64,7 +64,7 @@ def test_report_header_gives_the_command_that_reproduces_a_run_of_some_networks(
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     monkeypatch.chdir(tmp_path)
-    args = ["--shapes", "64x64x64", "--threads", "1", "--repeats", "1", "--runtimes", "torch", "--networks", BASELINE]
+    args = ["--shapes", "64x32x32", "--threads", "1", "--repeats", "1", "--runtimes", "torch", "--networks", BASELINE]
     fire.Fire(cli.main, command=args)
     report = json.loads((tmp_path / "benchmark_output/benchmark_speed.json").read_text())
     assert [r["network"] for r in report["rows"]] == [BASELINE]
