@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from e2enet_monai.apps.monailabel.server import monailabel_venv_built
 from e2enet_monai.apps.runner import read_dice_table
 from e2enet_monai.bundle.registry import SHIPPED_BUNDLES
 
 _BUILD_VENV = "from e2enet_monai.apps.monailabel.server import ensure_monailabel_venv; ensure_monailabel_venv()"
+# whether the MONAI Label environment is there before the session starts building it
+_MONAILABEL_BUILT = monailabel_venv_built()
 
 
 # the order the demos start in: BTCV's first, as most tests wait for it, so they run while the other demos still
@@ -41,11 +44,13 @@ def _group(item: pytest.Item) -> int:
     """
     When a test runs: first those that wait for nothing, then BTCV's demo, then the MONAI Label environment (a
     download of several GB started at collection, so it has had the most time without holding up the tests that
-    need only BTCV's demo), then the other demos in :data:`WAIT_ORDER`.
+    need only BTCV's demo), then the other demos in :data:`WAIT_ORDER`. Where the MONAI Label environment was
+    built by an earlier session, the tests that need only it wait for nothing: they run with the first group, while
+    BTCV's demo trains, rather than after it.
     """
     demo = _demo_of(item)
     if "venv" in item.fixturenames and item.path.name == "test_monailabel.py":
-        return 2
+        return 0 if demo is None and _MONAILABEL_BUILT else 2
     return 0 if demo is None else 1 if demo == "btcv" else 2 + WAIT_ORDER.index(demo)
 
 

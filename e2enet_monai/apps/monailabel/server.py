@@ -13,8 +13,8 @@ from pathlib import Path
 from e2enet_monai.apps.config_values import set_config_values
 from e2enet_monai.bundle.checks import check_weights_fit_configs
 
-__all__ = ["FAST_SUFFIX", "MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "server_command",
-           "setup_app"]
+__all__ = ["FAST_SUFFIX", "MONAILABEL_REQUIREMENTS", "default_venv", "ensure_monailabel_venv", "monailabel_venv_built",
+           "server_command", "setup_app"]
 
 # MONAI Label 0.8.5 does not import beside the CPU torch 2.13 (its torchvision fails); this set works together
 MONAILABEL_REQUIREMENTS = (
@@ -40,6 +40,13 @@ def default_venv() -> Path:
     return Path(env) if env else Path.home() / ".cache/e2enet-monai/monailabel-venv"
 
 
+def monailabel_venv_built(venv: str | os.PathLike | None = None) -> bool:
+    """Whether a build of the MONAI Label environment (default :func:`default_venv`) completed with the current
+    :data:`MONAILABEL_REQUIREMENTS` (its completion marker; a build in progress or interrupted has none)."""
+    marker = (Path(venv) if venv else default_venv()) / ".e2enet-requirements.json"
+    return marker.is_file() and marker.read_text() == json.dumps(MONAILABEL_REQUIREMENTS)
+
+
 def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = sys.executable) -> Path:
     """
     Return a virtual environment with MONAI Label 0.8.5, creating it (about 2 minutes and 8 GB from PyPI) unless a
@@ -51,19 +58,17 @@ def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = 
     import fcntl  # POSIX only, like the rest of the MONAI Label set-up
 
     venv = Path(venv) if venv else default_venv()
-    marker = venv / ".e2enet-requirements.json"
-    wanted = json.dumps(MONAILABEL_REQUIREMENTS)
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text() == wanted:
+        if monailabel_venv_built(venv):
             return venv
         if not (venv / "bin/python").is_file():
             subprocess.run([python, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
         for requirements in MONAILABEL_REQUIREMENTS:
             subprocess.run(pip + list(requirements), check=True)
-        marker.write_text(wanted)
+        (venv / ".e2enet-requirements.json").write_text(json.dumps(MONAILABEL_REQUIREMENTS))
     return venv
 
 
