@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# nice levels of the demos in the order they start (BTCV's share against the others' when they compete for a core:
-# 36 to 15), any further ones at idle priority; see :class:`BackgroundDemos`
-DEMO_NICE = (15, 19, 19)
+# nice levels of the demos in the order they start: the first (BTCV's), then every other one (their shares when
+# they compete for a core: 36 to 15); see :class:`BackgroundDemos`
+DEMO_NICE = (15, 19)
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "demo_output", "eval",
                               "models")
 
@@ -61,7 +61,7 @@ class BackgroundDemos:
 
     Each demo runs with one PyTorch thread below the tests' priority, so that the tests running meanwhile keep the
     cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
-    running on one core): at the nice levels of :data:`DEMO_NICE`. BTCV's, which most tests wait for, gets most of
+    running on one core), at the nice levels of :data:`DEMO_NICE`. BTCV's, which most tests wait for, gets most of
     that time and ends close to when the tests that wait for nothing do; AMOS's gets enough of it to end while the
     tests that run after them do (they leave a core idle about half the time), not alone after them; BraTS's short
     one, started when BTCV's ends, shares with AMOS's. Measured in rehearsals: with AMOS's at idle priority it
@@ -126,12 +126,8 @@ class BackgroundDemos:
                     proc = subprocess.Popen(demo_command(self._bin, name, folder), cwd=folder, stdout=log,
                                             stderr=subprocess.STDOUT, env=env, process_group=0)
                 # below the tests, inherited by the bundle runs it starts (see the class docstring)
-                rank = self.names.index(name)
-                if rank < len(DEMO_NICE):
-                    os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
-                    os.setpriority(os.PRIO_PROCESS, proc.pid, DEMO_NICE[rank])
-                else:
-                    os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+                os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, proc.pid, DEMO_NICE[min(self.names.index(name), 1)])
                 self._running.append(proc)
             self._returncodes[name] = proc.wait()
             self._done[name].set()
