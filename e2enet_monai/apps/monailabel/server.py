@@ -40,10 +40,15 @@ def default_venv() -> Path:
     return Path(env) if env else Path.home() / ".cache/e2enet-monai/monailabel-venv"
 
 
+def _build_marker(venv: Path) -> Path:
+    """The file a completed build writes into ``venv``: the requirements it installed."""
+    return venv / ".e2enet-requirements.json"
+
+
 def monailabel_venv_built(venv: str | os.PathLike | None = None) -> bool:
     """Whether a build of the MONAI Label environment (default :func:`default_venv`) completed with the current
     :data:`MONAILABEL_REQUIREMENTS` (its completion marker; a build in progress or interrupted has none)."""
-    marker = (Path(venv) if venv else default_venv()) / ".e2enet-requirements.json"
+    marker = _build_marker(Path(venv) if venv else default_venv())
     return marker.is_file() and marker.read_text() == json.dumps(MONAILABEL_REQUIREMENTS)
 
 
@@ -68,7 +73,7 @@ def ensure_monailabel_venv(venv: str | os.PathLike | None = None, python: str = 
         pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
         for requirements in MONAILABEL_REQUIREMENTS:
             subprocess.run(pip + list(requirements), check=True)
-        (venv / ".e2enet-requirements.json").write_text(json.dumps(MONAILABEL_REQUIREMENTS))
+        _build_marker(venv).write_text(json.dumps(MONAILABEL_REQUIREMENTS))
     return venv
 
 
