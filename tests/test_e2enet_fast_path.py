@@ -1,9 +1,9 @@
 """
 E2ENet's fast execution (the transposed convolution as a 1x1x1 convolution and pixel shuffle, the depth shift and the
-fusion concatenation as one copy, inference max-pooling as maxima of strided views, narrow convolutions trained
-through channels-last maps) against a reference written here with plain PyTorch ops: ``F.conv_transpose3d``,
-``torch.cat``, ``F.max_pool3d``, ``F.conv3d`` and a slice-and-pad depth shift. Same weights, outputs and gradients
-equal to float64 round-off.
+fusion concatenation as one copy, inference max-pooling as maxima of strided views, inference (1, 3, 3) convolutions
+as 2D convolutions over depth slices, narrow convolutions trained through channels-last maps) against a reference
+written here with plain PyTorch ops: ``F.conv_transpose3d``, ``torch.cat``, ``F.max_pool3d``, ``F.conv3d`` and a
+slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 round-off.
 """
 
 import pytest
@@ -13,6 +13,7 @@ from monai.networks.blocks import Convolution
 
 from e2enet_monai.networks import E2ENet
 from e2enet_monai.networks.blocks import (
+    FOLD_MIN_CHANNELS,
     DepthShift,
     FastInstanceNorm3d,
     FusionNode,
@@ -94,9 +95,42 @@ def test_outputs_and_gradients_equal_the_reference(kwargs, shape):
     scale = max(g.abs().max() for g in grads_ref)
     for (name, _), a, b in zip([("input", x), *net.named_parameters()], grads_fast, grads_ref):
         assert (a - b).abs().max() <= 1e-10 * scale, name
-    net.eval()  # inference: no gradient, so the pooling takes its fast form
+    net.eval()  # inference: no gradient, so the pooling takes its fast form, and the depth folds where it can
+    blocks = [m for m in net.modules() if isinstance(m, ShiftConvBlock)]
     with torch.no_grad():
-        assert torch.allclose(net(x), reference_e2enet(net, x)[0], rtol=1e-10, atol=1e-12)
+        expected = reference_e2enet(net, x)[0]
+        for fold in (False, True):
+            for block in blocks:
+                block.fold_depth = fold
+            assert torch.allclose(net(x), expected, rtol=1e-10, atol=1e-12), fold
+
+
+def test_inference_folds_the_depth_of_wide_blocks_into_the_batch_with_the_same_outputs(monkeypatch):
+    torch.manual_seed(0)
+    wide, narrow = ShiftConvBlock(45, FOLD_MIN_CHANNELS), ShiftConvBlock(45, FOLD_MIN_CHANNELS - 1)
+    strided = ShiftConvBlock(45, 48, stride=(1, 2, 2))  # folds: the depth keeps every slice
+    assert wide.fold_depth and not narrow.fold_depth and strided.foldable
+    assert not ShiftConvBlock(45, 48, stride=2).foldable and not ShiftConvBlock(45, 48, conv_mode="conv3d").foldable
+    layouts = []
+    fold = ShiftConvBlock._fold_depth
+    monkeypatch.setattr(ShiftConvBlock, "_fold_depth", lambda self, x: layouts.append(x.stride()) or fold(self, x))
+    xs = [torch.randn(2, c, 5, 8, 6, dtype=torch.double) for c in (20, 25)]
+    for block in (wide.double(), narrow.double(), strided.double()):
+        block.eval()
+        expected = reference_block(block, torch.cat(xs, 1))
+        with torch.no_grad():
+            assert torch.allclose(block.concat(xs), expected, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(block.concat(xs), expected, rtol=1e-10, atol=1e-12)  # with gradients: 3D
+    # only the two wide blocks' no-gradient calls folded, each over a depth-major (B, D, C, H, W) copy
+    assert layouts == [(5 * 45 * 48, 48, 45 * 48, 6, 1)] * 2
+    keep = [0, 3, 4, 9, 20, 21, 30, 44]  # a channel-compacted block folds over the kept channels only
+    wide.compact(keep)
+    with torch.no_grad():
+        out = wide(torch.cat(xs, 1))
+    assert layouts[-1] == (5 * 8 * 48, 48, 8 * 48, 6, 1)
+    wide.fold_depth = False
+    with torch.no_grad():
+        assert torch.allclose(out, wide(torch.cat(xs, 1)), rtol=1e-10, atol=1e-12)
 
 
 def test_stride_max_pool_equals_max_pool3d_and_keeps_its_gradient_in_training():

@@ -6,7 +6,7 @@ from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
 from e2enet_monai.networks.blocks.score_head import ScoreHead
-from e2enet_monai.networks.blocks.shift_conv import CONV_MODES, ShiftConvBlock
+from e2enet_monai.networks.blocks.shift_conv import CONV_MODES, FOLD_MIN_CHANNELS, ShiftConvBlock
 from e2enet_monai.networks.blocks.stride_max_pool import StrideMaxPool3d
 from e2enet_monai.networks.blocks.stride_transpose import StrideTransposeConv3d
 
@@ -15,6 +15,7 @@ __all__ = [
     "ClassGate",
     "ConvFusion",
     "DepthShift",
+    "FOLD_MIN_CHANNELS",
     "FastInstanceNorm3d",
     "FusionNode",
     "NARROW_CHANNELS",

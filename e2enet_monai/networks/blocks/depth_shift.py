@@ -49,9 +49,14 @@ class _ShiftConcat(torch.autograd.Function):
     """Concatenation along channels and depth shift in one copy each way (see :meth:`DepthShift.concat`)."""
 
     @staticmethod
-    def forward(ctx, plan: list[tuple[int, int, int, int, int]], width: int, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, plan: list[tuple[int, int, int, int, int]], width: int, depth_major: bool,
+                *tensors: torch.Tensor) -> torch.Tensor:
         first = tensors[0]
-        out = first.new_empty((first.shape[0], width, *first.shape[2:]))
+        batch, depth, spatial = first.shape[0], first.shape[2], first.shape[3:]
+        if depth_major:  # stored (B, D, C, H, W), seen as (B, C, D, H, W)
+            out = first.new_empty((batch, depth, width, *spatial)).transpose(1, 2)
+        else:
+            out = first.new_empty((batch, width, depth, *spatial))
         for index, src_start, src_stop, dst_start, shift in plan:
             dst = out[:, dst_start : dst_start + src_stop - src_start]
             _shift_depth(dst, tensors[index][:, src_start:src_stop], shift)
@@ -68,7 +73,7 @@ class _ShiftConcat(torch.autograd.Function):
             # the adjoint of a shift by s is a shift by -s (the slices it dropped get zero gradient)
             _shift_depth(grads[index][:, src_start:src_stop], grad[:, dst_start : dst_start + src_stop - src_start],
                          -shift)
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
 
 class DepthShift(nn.Module):
@@ -136,9 +141,14 @@ class DepthShift(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.concat([x])
 
-    def concat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def concat(self, tensors: list[torch.Tensor], depth_major: bool = False) -> torch.Tensor:
         """
         ``self(torch.cat(tensors, dim=1))`` without the intermediate concatenation.
+
+        ``depth_major``: store the result depth-major, a ``(B, D, C, H, W)`` tensor seen through
+        ``transpose(1, 2)``, so that ``out.transpose(1, 2).reshape(B * D, C, H, W)`` is a view: the layout in which
+        every (1, 3, 3) convolution is a 2D convolution over depth slices (``ShiftConvBlock``). It makes the copy
+        path copy even when nothing is shifted; TorchScript and tracing ignore it (same values, channels-first).
 
         Shape:
             tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == channels`` (``len(present)`` after :meth:`select`)
@@ -151,7 +161,7 @@ class DepthShift(nn.Module):
             raise ValueError(f"DepthShift({self.channels}) got {sum(widths)} channels ({widths} concatenated), "
                              f"expected {expected}.")
         keep = self.keep
-        if len(self.shifts) == 0 and keep is None:
+        if len(self.shifts) == 0 and keep is None and not depth_major:
             return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
         if torch.jit.is_scripting() or torch.jit.is_tracing():  # TorchScript and ONNX export: plain ops only
             x = torch.cat(tensors, dim=1)
@@ -160,14 +170,14 @@ class DepthShift(nn.Module):
                 x = full.index_copy(1, torch.tensor(present, dtype=torch.long, device=x.device), x)
             x = self._shift_by_slices(x) if len(self.shifts) > 0 else x
             return x if keep is None else x[:, keep]
-        return self._shift_by_copies(tensors, widths)
+        return self._shift_by_copies(tensors, widths, depth_major)
 
     @torch.jit.unused
-    def _shift_by_copies(self, tensors: list[torch.Tensor], widths: list[int]) -> torch.Tensor:
+    def _shift_by_copies(self, tensors: list[torch.Tensor], widths: list[int], depth_major: bool) -> torch.Tensor:
         plan = self._plans.get(tuple(widths))
         if plan is None:  # built once per input layout, not on every forward pass
             plan = self._plans[tuple(widths)] = self._plan(widths)
-        return _ShiftConcat.apply(plan, sum(stop - start for _, start, stop, _, _ in plan), *tensors)
+        return _ShiftConcat.apply(plan, sum(stop - start for _, start, stop, _, _ in plan), depth_major, *tensors)
 
     def _plan(self, widths: list[int]) -> list[tuple[int, int, int, int, int]]:
         """``(tensor, first channel, stop channel, first output channel, shift)`` for every piece of the output:
