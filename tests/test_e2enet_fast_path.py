@@ -112,8 +112,8 @@ def test_inference_folds_the_depth_of_wide_blocks_into_the_batch_with_the_same_o
     assert wide.fold_depth and not narrow.fold_depth and strided.foldable
     assert not ShiftConvBlock(45, 48, stride=2).foldable and not ShiftConvBlock(45, 48, conv_mode="conv3d").foldable
     layouts = []
-    fold = ShiftConvBlock._fold_depth
-    monkeypatch.setattr(ShiftConvBlock, "_fold_depth", lambda self, x: layouts.append(x.stride()) or fold(self, x))
+    fold = NarrowConv3d._depth_folded
+    monkeypatch.setattr(NarrowConv3d, "_depth_folded", lambda self, x: layouts.append(x.stride()) or fold(self, x))
     xs = [torch.randn(2, c, 5, 8, 6, dtype=torch.double) for c in (20, 25)]
     for block in (wide.double(), narrow.double(), strided.double()):
         block.eval()
@@ -131,6 +131,25 @@ def test_inference_folds_the_depth_of_wide_blocks_into_the_batch_with_the_same_o
     wide.fold_depth = False
     with torch.no_grad():
         assert torch.allclose(out, wide(torch.cat(xs, 1)), rtol=1e-10, atol=1e-12)
+
+
+def test_convolution_folds_a_depth_major_input_without_gradient_into_2d_convolutions(monkeypatch):
+    torch.manual_seed(0)
+    folded = []
+    fold = NarrowConv3d._depth_folded
+    monkeypatch.setattr(NarrowConv3d, "_depth_folded", lambda self, x: folded.append(1) or fold(self, x))
+    x = torch.randn(2, 4, 7, 5, 9, dtype=torch.double).transpose(1, 2)  # (B, C, D, H, W), stored depth-major
+    for kernel, stride, padding, folds in (((1, 3, 3), 1, (0, 1, 1), True), ((1, 3, 1), (1, 2, 1), (0, 1, 0), True),
+                                           ((1, 3, 3), (2, 1, 1), (0, 1, 1), False), (3, 1, 1, False)):
+        conv = NarrowConv3d(7, 5, kernel, stride, padding).double()
+        expected = F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        folded.clear()
+        with torch.no_grad():
+            out = conv(x)
+            assert torch.allclose(out, expected, rtol=1e-12, atol=1e-14) and out.is_contiguous()
+            conv(x.contiguous())  # channels-first: nn.Conv3d
+        assert torch.allclose(conv(x), expected, rtol=1e-12, atol=1e-14)  # with a gradient: nn.Conv3d
+        assert folded == ([1] if folds else []), (kernel, stride)
 
 
 def test_stride_max_pool_equals_max_pool3d_and_keeps_its_gradient_in_training():

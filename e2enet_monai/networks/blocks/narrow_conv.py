@@ -1,4 +1,4 @@
-"""A 3D convolution that trains through a channels-last copy on CPU when it has fewer than 16 output channels."""
+"""A 3D convolution with two CPU layouts of its own: channels-last training when narrow, depth-folded inference."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = ["NARROW_CHANNELS", "NarrowConv3d"]
 
@@ -28,6 +29,13 @@ class NarrowConv3d(nn.Conv3d):
     without a gradient to compute (inference, where the gain is not consistent; a frozen network), it is
     ``nn.Conv3d`` itself; the rest of the network keeps channels-first maps, so no other layer changes. Gradients
     equal ``nn.Conv3d``'s to float round-off.
+
+    Without a gradient to compute, a (1, k, k) convolution with a depth stride of 1 given a *depth-major* input (a
+    ``(B, D, C, H, W)`` tensor seen through ``transpose(1, 2)``, as ``DepthShift.concat(..., depth_major=True)``
+    writes it for ``ShiftConvBlock``) runs as a 2D convolution over the ``B * D`` slices, which that layout holds as
+    a view, and returns a channels-first copy of the result: the same weights and arithmetic, outputs equal to
+    float round-off. Any other input is convolved as ``nn.Conv3d`` does, and so is a one-channel or one-slice input,
+    which is depth-major and channels-first at once.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, bias, device, dtype: as ``nn.Conv3d`` (no
@@ -53,4 +61,16 @@ class NarrowConv3d(nn.Conv3d):
                 and (x.requires_grad or self.weight.requires_grad) and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
             return self._conv_forward(x, self.weight, self.bias).contiguous()
+        if not torch.is_grad_enabled() and self.kernel_size[0] == 1 and self.stride[0] == 1 and x.dim() == 5 \
+                and x.shape[1] > 1 and x.shape[2] > 1 and x.transpose(1, 2).is_contiguous() \
+                and not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            return self._depth_folded(x)
         return self._conv_forward(x, self.weight, self.bias)
+
+    @torch.jit.unused
+    def _depth_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape: ``(B, C_in, D, H, W)``, depth-major -> ``(B, C_out, D, H', W')``, channels-first."""
+        b, c, d, h, w = x.shape
+        y = F.conv2d(x.transpose(1, 2).reshape(b * d, c, h, w), self.weight.squeeze(2), self.bias, self.stride[1:],
+                     self.padding[1:])
+        return y.view(b, d, *y.shape[1:]).transpose(1, 2).contiguous()

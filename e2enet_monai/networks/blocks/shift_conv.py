@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
 from e2enet_monai.networks.blocks.depth_shift import DepthShift
@@ -35,15 +34,15 @@ class ShiftConvBlock(nn.Module):
 
     In inference (no gradient), a block whose (1, 3, 3) convolution has a depth stride of 1 and at least
     :data:`FOLD_MIN_CHANNELS` outputs folds the depth into the batch: the depth shift writes its copy depth-major,
-    the convolution runs as a 2D convolution over the ``B * D`` slices, and one copy brings the result back to
-    ``(B, C, D, H, W)`` for the norm. Same weights and arithmetic (outputs equal to float round-off, tested against a
-    plain ``F.conv3d`` reference). On 2 threads of an AVX2 EPYC, oneDNN's 2D kernel ran the paper network's 48-channel
-    full-resolution convolutions 15-25 % faster than its 3D kernel with a batch of 1 (a 96 -> 48 fusion node at
-    96 x 128 x 128: 1.72 s against 2.19 s, copies included), 24-32 outputs 2-5 % slower, 64-192 the same, and all of
-    them the same on 1 thread, so it looks like the 3D kernel's split of the work between threads (one-off timings,
-    2026-12-04; the forward pass of the whole paper network: "CPU speed side by side" in the README). Setting
-    ``fold_depth`` switches it on or off on a built network; training, TorchScript and ONNX export keep the 3D
-    convolution.
+    and the convolution (a :class:`NarrowConv3d`) runs on it as a 2D convolution over the ``B * D`` slices and
+    copies the result back to ``(B, C, D, H, W)`` for the norm. Same weights and arithmetic (outputs equal to float
+    round-off, tested against a plain ``F.conv3d`` reference). On 2 threads of an AVX2 EPYC, oneDNN's 2D kernel ran
+    the paper network's 48-channel full-resolution convolutions 15-25 % faster than its 3D kernel with a batch of 1
+    (a 96 -> 48 fusion node at 96 x 128 x 128: 1.72 s against 2.19 s, copies included), 24-32 outputs 2-5 % slower,
+    64-192 the same, and all of them the same on 1 thread, so it looks like the 3D kernel's split of the work
+    between threads (one-off timings, 2026-12-04; the forward pass of the whole paper network: "CPU speed side by
+    side" in the README). Setting ``fold_depth`` switches it on or off on a built network; training, TorchScript and
+    ONNX export keep the 3D convolution.
 
     Shape:
         ``(B, in_channels, D, H, W)`` -> ``(B, out_channels, D / s_d, H / s_h, W / s_w)``.
@@ -78,7 +77,8 @@ class ShiftConvBlock(nn.Module):
         # and the same convolution, initial weights included, trained through channels-last maps when narrow
         self.conv.conv = _narrow_copy(self.conv.conv, self.conv.conv.weight)
         depth_stride = stride if isinstance(stride, int) else stride[0]
-        self.foldable = conv_mode != "conv3d" and depth_stride == 1  # a (1, 3, 3) kernel that keeps every slice
+        # a (1, 3, 3) kernel that keeps every slice, over more than one channel (else nothing to fold)
+        self.foldable = conv_mode != "conv3d" and depth_stride == 1 and in_channels > 1
         self.fold_depth = out_channels >= FOLD_MIN_CHANNELS  # whether inference folds when the block can
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,22 +104,8 @@ class ShiftConvBlock(nn.Module):
         Shape:
             tensors ``(B, C_i, D, H, W)`` with ``sum(C_i) == in_channels`` -> as :meth:`forward`.
         """
-        if self.foldable and self.fold_depth and not torch.is_grad_enabled() and not torch.jit.is_scripting() \
-                and not torch.jit.is_tracing():
-            return self._fold_depth(self.shift.concat(tensors, depth_major=True))
-        return self.conv(self.shift.concat(tensors))
-
-    @torch.jit.unused
-    def _fold_depth(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution as a 2D one over depth slices, then norm and activation.
-
-        Shape: ``(B, C_in, D, H, W)`` (depth-major: a view of ``(B, D, C_in, H, W)``) -> ``(B, C_out, D, H', W')``.
-        """
-        conv = self.conv.conv
-        b, c, d = x.shape[:3]
-        slices = x.transpose(1, 2).reshape(b * d, c, x.shape[3], x.shape[4])  # a view for a depth-major x
-        y = F.conv2d(slices, conv.weight.squeeze(2), conv.bias, conv.stride[1:], conv.padding[1:])
-        return self.conv.adn(y.view(b, d, *y.shape[1:]).transpose(1, 2).contiguous())
+        fold = self.foldable and self.fold_depth and not torch.is_grad_enabled()  # NarrowConv3d folds such input
+        return self.conv(self.shift.concat(tensors, depth_major=fold))
 
 
 @torch.no_grad()
