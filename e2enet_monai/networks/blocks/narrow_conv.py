@@ -55,13 +55,14 @@ class NarrowConv3d(nn.Conv3d):
                          device=device, dtype=dtype)
         self.channels_last_training = channels_last_training
         self.narrow = out_channels < NARROW_CHANNELS  # an attribute: TorchScript cannot read the module's constant
+        self.depth_foldable = self.kernel_size[0] == 1 and self.stride[0] == 1  # each output slice from one input slice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.channels_last_training and self.narrow and self.training and torch.is_grad_enabled() \
                 and (x.requires_grad or self.weight.requires_grad) and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
             return self._conv_forward(x, self.weight, self.bias).contiguous()
-        if not torch.is_grad_enabled() and self.kernel_size[0] == 1 and self.stride[0] == 1 and x.dim() == 5 \
+        if not torch.is_grad_enabled() and self.depth_foldable and x.dim() == 5 \
                 and x.shape[1] > 1 and x.shape[2] > 1 and x.transpose(1, 2).is_contiguous() \
                 and not torch.jit.is_scripting() and not torch.jit.is_tracing():
             return self._depth_folded(x)

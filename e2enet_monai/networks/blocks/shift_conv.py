@@ -76,9 +76,8 @@ class ShiftConvBlock(nn.Module):
         self.conv.adn.N = FastInstanceNorm3d(out_channels, affine=True)
         # and the same convolution, initial weights included, trained through channels-last maps when narrow
         self.conv.conv = _narrow_copy(self.conv.conv, self.conv.conv.weight)
-        depth_stride = stride if isinstance(stride, int) else stride[0]
         # a (1, 3, 3) kernel that keeps every slice, over more than one channel (else nothing to fold)
-        self.foldable = conv_mode != "conv3d" and depth_stride == 1 and in_channels > 1
+        self.foldable = self.conv.conv.depth_foldable and in_channels > 1
         self.fold_depth = out_channels >= FOLD_MIN_CHANNELS  # whether inference folds when the block can
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
