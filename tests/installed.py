@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# nice levels of the demos in the order they start: the first (BTCV's), then every other one (their shares when
-# they compete for a core: 36 to 15); see :class:`BackgroundDemos`
-DEMO_NICE = (15, 19)
+# nice levels of the demos: the first to start (BTCV's) and every later one (their shares when they compete for a
+# core: 36 to 15); see :class:`BackgroundDemos`
+FIRST_DEMO_NICE, LATER_DEMO_NICE = 15, 19
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "demo_output", "eval",
                               "models")
 
@@ -61,17 +61,18 @@ class BackgroundDemos:
 
     Each demo runs with one PyTorch thread below the tests' priority, so that the tests running meanwhile keep the
     cores they ask for and the demos use what the tests leave idle (a test waiting for a subprocess or a server, or
-    running on one core), at the nice levels of :data:`DEMO_NICE`. BTCV's, which most tests wait for, gets most of
-    that time and ends close to when the tests that wait for nothing do; AMOS's gets enough of it to end while the
-    tests that run after them do (they leave a core idle about half the time), not alone after them; BraTS's short
-    one, started when BTCV's ends, shares with AMOS's. Measured in rehearsals: with AMOS's at idle priority it
-    trained alone for the last two minutes (112 of 116 idle CPU seconds); with all at nice 19 all three ended five
-    minutes before the tests, which then left 249 CPU seconds idle; with BTCV's at nice 16 AMOS's and BraTS's ended 4
-    and 2.5 minutes before the tests (99 idle), at nice 15 three minutes and 50 s before them (40 idle). BraTS's ran
-    at idle priority until the MONAI Label tests that need no demo moved before BTCV's demo ends: it then ended last,
-    after AMOS's tests, which waited 25 s for it with a core idle. One thread each, because a demo with two threads
-    on a core that a test leaves free half the time makes almost no progress (each step waits for its starved second
-    thread), and two one-thread demos side by side train more per second than one two-thread demo.
+    running on one core), at the nice levels :data:`FIRST_DEMO_NICE` (the first) and :data:`LATER_DEMO_NICE`.
+    BTCV's, which most tests wait for, gets most of that time and ends close to when the tests that wait for nothing
+    do; AMOS's gets enough of it to end while the tests that run after them do (they leave a core idle about half
+    the time), not alone after them; BraTS's short one, started when BTCV's ends, shares with AMOS's. Measured in
+    rehearsals: with AMOS's at idle priority it trained alone for the last two minutes (112 of 116 idle CPU
+    seconds); with all at nice 19 all three ended five minutes before the tests, which then left 249 CPU seconds
+    idle; with BTCV's at nice 16 AMOS's and BraTS's ended 4 and 2.5 minutes before the tests (99 idle), at nice 15
+    three minutes and 50 s before them (40 idle). BraTS's ran at idle priority until the MONAI Label tests that need
+    no demo moved before BTCV's demo ends: it then ended last, after AMOS's tests, which waited 25 s for it with a
+    core idle. One thread each, because a demo with two threads on a core that a test leaves free half the time
+    makes almost no progress (each step waits for its starved second thread), and two one-thread demos side by side
+    train more per second than one two-thread demo.
     A demo's result is the README's command, run from another folder as a user would run it; with one thread it
     trains as a two-thread run does, up to float rounding (so its Dice is close to, not equal to, the README's).
     """
@@ -127,7 +128,8 @@ class BackgroundDemos:
                                             stderr=subprocess.STDOUT, env=env, process_group=0)
                 # below the tests, inherited by the bundle runs it starts (see the class docstring)
                 os.sched_setscheduler(proc.pid, os.SCHED_BATCH, os.sched_param(0))
-                os.setpriority(os.PRIO_PROCESS, proc.pid, DEMO_NICE[min(self.names.index(name), 1)])
+                nice = FIRST_DEMO_NICE if self.names.index(name) == 0 else LATER_DEMO_NICE
+                os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
                 self._running.append(proc)
             self._returncodes[name] = proc.wait()
             self._done[name].set()

@@ -4,7 +4,6 @@ import copy
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -140,12 +139,6 @@ def test_train_json_fold_k_writes_model_fold_k_and_trains_on_that_split(name, tm
                                                                   ["i0.nii.gz", "i5.nii.gz"])
 
 
-def _segment(*args):
-    proc = warm.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
-                    text=True, timeout=600)
-    return proc
-
-
 @pytest.fixture(scope="module")
 def btcv_case(tmp_path_factory):
     return make_btcv_case(tmp_path_factory.mktemp("ens"))
@@ -163,8 +156,8 @@ def test_segment_folds_of_identical_checkpoints_give_the_single_model_labels(btc
     bundle, image = btcv_case
     for k in (0, 1):
         shutil.copy(bundle / "models/model.pt", bundle / f"models/model_fold{k}.pt")
-    single = _segment("-i", image, "-o", tmp_path / "single", "--bundle", bundle)
-    folds = _segment("-i", image, "-o", tmp_path / "folds", "--bundle", bundle, "--folds", 0, 1)
+    single = warm.run_segment("-i", image, "-o", tmp_path / "single", "--bundle", bundle)
+    folds = warm.run_segment("-i", image, "-o", tmp_path / "folds", "--bundle", bundle, "--folds", 0, 1)
     assert single.returncode == 0 and folds.returncode == 0, folds.stderr[-2000:]
     assert np.array_equal(_labels(tmp_path / "single", image), _labels(tmp_path / "folds", image))
     # the bundle docs' command, as written (five folds and TTA), and the segment command with the same options:
@@ -178,13 +171,13 @@ def test_segment_folds_of_identical_checkpoints_give_the_single_model_labels(btc
     assert '--folds "[0,1,2,3,4]" --tta True' in line
     bundle_cmd = subprocess.run(line, shell=True, cwd=bundle, capture_output=True, text=True, timeout=600)
     assert bundle_cmd.returncode == 0, bundle_cmd.stderr[-2000:]
-    both = _segment("-i", image, "-o", tmp_path / "both", "--bundle", bundle, "--folds", 0, 1, 2, 3, 4, "--tta")
+    both = warm.run_segment("-i", image, "-o", tmp_path / "both", "--bundle", bundle, "--folds", 0, 1, 2, 3, 4, "--tta")
     assert both.returncode == 0, both.stderr[-2000:]
     labels = _labels(tmp_path / "bundle_out", image)
     assert len(np.unique(labels)) > 1 and np.array_equal(labels, _labels(tmp_path / "both", image))
     for k in (2, 3, 4):
         (bundle / f"models/model_fold{k}.pt").unlink()
-    missing = _segment("-i", image, "-o", tmp_path / "missing", "--bundle", bundle, "--folds", 0, 4)
+    missing = warm.run_segment("-i", image, "-o", tmp_path / "missing", "--bundle", bundle, "--folds", 0, 4)
     assert missing.returncode == 1 and not (tmp_path / "missing").exists()
     assert missing.stderr.strip().splitlines()[-1] == (
         f"error: {bundle} has no sliding-window weights models/model_fold4.pt for --folds; train each fold with "
@@ -203,7 +196,7 @@ def test_segment_tta_with_sliding_window_and_fast(btcv_case, tmp_path):
         runs = {}
         for name, extra in (("plain", []), ("tta", ["--tta"])):
             out = tmp_path / (name + "".join(flags))
-            proc = _segment("-i", image, "-o", out, "--bundle", bundle, *extra, *flags)
+            proc = warm.run_segment("-i", image, "-o", out, "--bundle", bundle, *extra, *flags)
             assert proc.returncode == 0, proc.stderr[-2000:]
             runs[name] = _labels(out, image)
         assert runs["tta"].shape == runs["plain"].shape == tuple(nib.load(str(image)).shape), flags

@@ -27,11 +27,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def segment(*args, check=True, timeout=600):
-    proc = warm.run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], capture_output=True,
-                    text=True, env=ENV, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return warm.run_segment(*args, env=ENV, timeout=timeout, check=check)
 
 
 def last_line(proc):

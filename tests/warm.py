@@ -122,6 +122,19 @@ def run_bundle(*args, **kwargs) -> subprocess.CompletedProcess:
     return run_bundle(*args, **kwargs, run=run)
 
 
+def run_segment(*args: object, env: Mapping[str, str] | None = None, timeout: float = 600,
+                check: bool = False) -> subprocess.CompletedProcess:
+    """
+    ``python -m e2enet_monai.segment ARGS`` through :func:`run`, its output captured as text. ``check``: assert
+    that it exits with 0, the end of its standard error as the message.
+    """
+    proc = run([sys.executable, "-m", "e2enet_monai.segment", *map(str, args)], env=env, capture_output=True,
+               text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def _decode(data: bytes) -> str:
     return data.decode(locale.getpreferredencoding(False)).replace("\r\n", "\n").replace("\r", "\n")
 

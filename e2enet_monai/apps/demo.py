@@ -17,8 +17,8 @@ from e2enet_monai.bundle.registry import SHIPPED_BUNDLES, bundles_dir
 from e2enet_monai.data import brats_image_lists, prepare_dataset, write_synthetic
 from e2enet_monai.utils.errors import InputError, cli_entry
 
-__all__ = ["CPU_DEMO_OVERRIDES", "DEMO_GLOBAL_OVERRIDES", "DEMO_SIZES", "DEMO_TOPK_OVERRIDES", "DEMO_VALUES",
-           "GLOBAL_CPU_OVERRIDES", "TOPK_CPU_OVERRIDES", "TOPK_NETWORK_IDS", "cli", "main", "run_demo"]
+__all__ = ["CPU_DEMO_OVERRIDES", "DEMO_GLOBAL_OVERRIDES", "DEMO_NUM_SAMPLES", "DEMO_SIZES", "DEMO_TOPK_OVERRIDES",
+           "DEMO_VALUES", "GLOBAL_CPU_OVERRIDES", "TOPK_CPU_OVERRIDES", "TOPK_NETWORK_IDS", "cli", "main", "run_demo"]
 
 # Settings for minutes-long CPU training on synthetic phantoms (the demo and the end-to-end tests): a small E2ENet
 # (4 levels 8-64, the same blocks and sparse DSFF mesh), small patches and AdamW, which converges in hundreds of
@@ -70,21 +70,23 @@ DEMO_SIZES = {
     "amos": {"num_train": 8, "num_val": 0, "num_test": 2},
     "brats": {"num_cases": 8},
 }
-# per dataset, written into the trained bundle on top of CPU_DEMO_OVERRIDES. Every demo trains the bundle's own 2
-# patches per iteration, not CPU_DEMO_OVERRIDES' 4 (the benchmarks' setting): the same Dice within the spread of runs
-# in half the training time. The CT bundles: two thirds of the crops centred on an organ, so 600 iterations also see
-# the small ones (gallbladder, adrenals, esophagus) often enough; one run each on the same phantoms gave mean Dice
-# 0.586 at the bundle's 1/3, 0.664 at 2/3 (4 patches). They need their 600 iterations (400 gave 0.55-0.62,
-# 2026-12-03); with 2 patches BTCV's demo (one thread) gave 0.642, 0.854 and 0.745 with phantom seeds 0-2, AMOS's
-# 0.690 (seed 0), within the spread of 4-patch runs (0.585-0.824 for BTCV, 0.782 and 0.855 for AMOS; 2026-12-04): a
-# short run's small organs move with the phantoms and with float rounding. AdamW at 0.01 instead of 0.02 lost them
-# (0.535 and 0.536, seeds 0 and 1). BraTS: its three nested regions reached a mean Dice of 0.935 after 600 iterations,
-# 0.947 after 300 (one run each, 2026-12-01) and 0.919 after 150 of 4 patches (2026-12-03), 0.903 after 150 of 2
-# (2026-12-04), so it trains 150 (table in its docs/README.md), in every run of the tests too.
+# patches per iteration in every demo: the bundles' own 2, not CPU_DEMO_OVERRIDES' 4 (the benchmarks' setting), the
+# same Dice within the spread of runs (below) in half the training time
+DEMO_NUM_SAMPLES = 2
+# per dataset, written into the trained bundle on top of CPU_DEMO_OVERRIDES and DEMO_NUM_SAMPLES. The CT bundles: two
+# thirds of the crops centred on an organ, so 600 iterations also see the small ones (gallbladder, adrenals,
+# esophagus) often enough; one run each on the same phantoms gave mean Dice 0.586 at the bundle's 1/3, 0.664 at 2/3 (4
+# patches). They need their 600 iterations (400 gave 0.55-0.62, 2026-12-03); with 2 patches BTCV's demo (one thread)
+# gave 0.642, 0.854 and 0.745 with phantom seeds 0-2, AMOS's 0.690 (seed 0), within the spread of 4-patch runs
+# (0.585-0.824 for BTCV, 0.782 and 0.855 for AMOS; 2026-12-04): a short run's small organs move with the phantoms and
+# with float rounding. AdamW at 0.01 instead of 0.02 lost them (0.535 and 0.536, seeds 0 and 1). BraTS: its three
+# nested regions reached a mean Dice of 0.935 after 600 iterations, 0.947 after 300 (one run each, 2026-12-01) and
+# 0.919 after 150 of 4 patches (2026-12-03), 0.903 after 150 of 2 (2026-12-04), so it trains 150 (table in its
+# docs/README.md), in every run of the tests too.
 DEMO_VALUES: dict[str, dict[str, object]] = {
-    "btcv": {"pos_fraction": 0.67, "num_samples": 2},
-    "amos": {"pos_fraction": 0.67, "num_samples": 2},
-    "brats": {"epochs": 3, "epoch_length": 50, "val_interval": 3, "num_samples": 2},
+    "btcv": {"pos_fraction": 0.67},
+    "amos": {"pos_fraction": 0.67},
+    "brats": {"epochs": 3, "epoch_length": 50, "val_interval": 3},
 }
 # the top-k model's network ids (inference needs them to rebuild it): those the demo sets are written into the
 # trained bundle
@@ -101,7 +103,7 @@ DEMO_TOPK_OVERRIDES = {**TOPK_CPU_OVERRIDES, "canvas_size": [64, 96, 96], "epoch
 
 def _training_values(dataset: str, overrides: dict | None) -> tuple[dict, dict]:
     """What the trained bundle's configs get: the CPU demo settings (sliding-window configs) and the top-k ids."""
-    values = {**CPU_DEMO_OVERRIDES, **DEMO_VALUES[dataset], **(overrides or {})}
+    values = {**CPU_DEMO_OVERRIDES, "num_samples": DEMO_NUM_SAMPLES, **DEMO_VALUES[dataset], **(overrides or {})}
     return values, {k: TOPK_CPU_OVERRIDES[k] for k in TOPK_NETWORK_IDS if k in TOPK_CPU_OVERRIDES}
 
 
@@ -112,9 +114,10 @@ def run_demo(dataset: str = "btcv", workdir: str | os.PathLike = "demo_output", 
     Run the whole user journey on synthetic phantoms and return the per-class Dice of the held-out cases.
 
     The bundle copy in ``workdir`` is trained as it is: the CPU demo settings (:data:`CPU_DEMO_OVERRIDES`,
-    :data:`DEMO_VALUES` of ``dataset`` and ``overrides``) are first written into its own configs, so every command
-    of its ``docs/README.md`` works on it as written, and so does a packaged copy of it. Only ``dataset_dir``
-    (training), ``datalist`` and ``output_dir`` (inference) are passed on the command line, as the docs do.
+    :data:`DEMO_NUM_SAMPLES`, :data:`DEMO_VALUES` of ``dataset`` and ``overrides``) are first written into its own
+    configs, so every command of its ``docs/README.md`` works on it as written, and so does a packaged copy of it.
+    Only ``dataset_dir`` (training), ``datalist`` and ``output_dir`` (inference) are passed on the command line, as
+    the docs do.
 
     Args:
         dataset: ``btcv``, ``amos`` or ``brats``.
