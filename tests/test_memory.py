@@ -44,9 +44,10 @@ def test_repeated_forward_passes_stop_page_faulting():
 
 
 # a freed block of 2.5 GiB at the top of the heap (the paper network's forward pass at the bundles' patch grows the
-# heap by about 2.4 GiB and frees it): glibc trims the heap when its free top reaches the trim threshold, so that must
-# be "never" (-1), not the largest int mallopt takes (2 GiB - 1, which gave the 2.4 GiB back and faulted it in again in
-# every such pass). malloc itself, as torch's allocator calls it, with nothing allocated in between.
+# heap by about 2.4 GB and frees it): glibc trims the heap when its free top reaches the trim threshold, so that must
+# be "never" (-1), not the largest int mallopt takes (2 GiB - 1, which gave the 2.4 GB back and faulted it in again in
+# every such pass). With malloc itself (torch's allocator takes its aligned blocks from the same heap), nothing
+# allocated in between.
 BIG_PROBE = """
 import ctypes, json, resource
 from e2enet_monai.utils.memory import reuse_freed_memory

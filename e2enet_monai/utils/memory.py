@@ -23,7 +23,7 @@ def reuse_freed_memory() -> bool:
     faults in and zeroes 4 KiB at a time. A 3D network allocates such tensors in every layer, so on CPU this costs
     E2ENet, and to a lesser degree the baselines, a large share of a forward pass (README, "CPU speed side by side").
     Trimming is switched off altogether, not set to the largest threshold ``mallopt`` takes (2 GiB - 1): the paper
-    network's forward pass at the bundles' patch frees about 2.4 GiB at the top of the heap, which glibc then gave
+    network's forward pass at the bundles' patch frees about 2.4 GB at the top of the heap, which glibc then gave
     back to the kernel and faulted in again in every pass (e2enet-monai 0.9.0-0.9.3).
     The price: resident memory stays at its peak until the process exits, which suits a training or inference run.
     It is what preloading jemalloc or tcmalloc, as Intel's PyTorch CPU guides advise, would give, without a
