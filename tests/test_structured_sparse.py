@@ -102,6 +102,137 @@ def test_resume_refuses_another_structure():
         DynamicSparsity(net, 0.3, structure="filter")
 
 
+
+def live_channels(net, masks):
+    """Input channels of every masked tensor that some active kernel reads."""
+    return {n: int(m.any(dim=1 - input_channel_axis(net, n)).sum()) for n, m in masks.masks.items()}
+
+
+def test_channel_warmup_narrows_kernel_masks_to_whole_channels():
+    """Kernel masks with as many active kernels as the channel masks have, fewer live input channels after each
+    update of the warm-up (linearly from all to the kept count), whole channels in multiples of 8 from the update at
+    ``warmup_end`` on, every tensor's count kept throughout; the trained mesh then compacts to the masked output."""
+    def net_():
+        torch.manual_seed(0)
+        return E2ENet(3, 1, 3, channels=(16, 32, 64), strides=(1, 2, 2), deep_supervision=False)
+
+    channel_from_start = DynamicSparsity(net_(), 0.2, structure="channel", channel_multiple=8).masks
+    net = net_()
+    sp = DynamicSparsity(net, 0.2, update_frequency=2, total_iterations=12, structure="channel", channel_multiple=8,
+                         channel_warmup=0.5)
+    budget = {n: int(m.sum()) for n, m in channel_from_start.masks.items()}
+    kept = live_channels(net, channel_from_start)
+    assert sp.warmup_end() == 6 and sp.narrowing()
+    assert {n: int(m.sum()) for n, m in sp.masks.masks.items()} == budget
+    level0 = "mesh.0.0.fuse.0.conv.conv.weight"  # 32 input channels, 8 kept
+    assert (kept[level0], live_channels(net, sp.masks)[level0]) == (8, 32)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    previous = live_channels(net, sp.masks)
+    for update, progress in enumerate((2 / 6, 4 / 6, 1.0)):  # the updates at iterations 2, 4 and 6
+        train_steps(net, sp, optimizer, 2, start=2 * update)
+        assert {n: int(m.sum()) for n, m in sp.masks.masks.items()} == budget
+        live = live_channels(net, sp.masks)
+        for name, count in live.items():
+            channels = sp.masks.masks[name].shape[input_channel_axis(net, name)]
+            assert count <= kept[name] + round((channels - kept[name]) * (1 - progress)), name
+            assert count <= previous[name], name
+        assert live[level0] < previous[level0]
+        previous = live
+    assert not sp.narrowing()
+    assert_whole_input_channels(net, sp.masks, 0.2, multiple=8)
+    masks_at_end_of_warmup = {n: m.clone() for n, m in sp.masks.masks.items()}
+    train_steps(net, sp, optimizer, 6, start=6)  # channel updates at 8 and 10
+    assert_whole_input_channels(net, sp.masks, 0.2, multiple=8)
+    assert any(not torch.equal(masks_at_end_of_warmup[n], m) for n, m in sp.masks.masks.items())
+    net.eval()
+    x, _ = batch(3)
+    with torch.no_grad():
+        expected = net(x)
+    keep = compact_model(net, sp.masks)
+    assert len(keep[level0.removesuffix(".conv.conv.weight")]) == 8
+    with torch.no_grad():
+        assert torch.allclose(net(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_warmup_keeps_the_strongest_channels():
+    """The live channels after a warm-up update are those whose active kernels have the largest L1 norm."""
+    net = small_net()
+    sp = DynamicSparsity(net, 0.25, update_frequency=1, total_iterations=10, structure="channel",
+                         channel_warmup=0.5)
+    name = "mesh.0.0.fuse.0.conv.conv.weight"  # (8 out, 16 in): 4 channels kept, a budget of 32 kernels
+    mask = torch.zeros(8, 16, dtype=torch.bool)
+    mask[:2] = True  # every input channel with 2 active kernels
+    sp.masks.masks[name] = mask
+    weight = dict(net.named_parameters())[name]
+    with torch.no_grad():
+        weight.copy_(sp.masks.expand(mask, weight))
+        weight[:, :4] *= 100.0  # 4 strong channels, 4 medium ones, 8 weak ones
+        weight[:, 4:8] *= torch.linspace(10.0, 20.0, 4).view(1, 4, 1, 1, 1)
+    sp.iteration = 4  # the update at iteration 4 of a warm-up ending at 5: 4 + round(12 / 5) = 6 live channels
+    sp.update()
+    live = sp.masks.masks[name].any(dim=0).nonzero().flatten().tolist()
+    assert live == [0, 1, 2, 3, 6, 7]  # the 4 strong and the 2 strongest medium ones
+    assert int(sp.masks.masks[name].sum()) == 32
+
+
+def test_channel_warmup_refusals():
+    with pytest.raises(ValueError, match="above 0 only with structure 'channel'; got 0.5 with structure 'kernel'"):
+        DynamicSparsity(small_net(), 0.2, channel_warmup=0.5)
+    with pytest.raises(ValueError, match=r"channel_warmup must be in \[0, 1\)"):
+        DynamicSparsity(small_net(), 0.2, structure="channel", channel_warmup=1.0)
+    late = ("channel_warmup=0.6 leaves whole input channels at the mask update of iteration 10, but training ends at "
+            "iteration 10: lower channel_warmup or update_frequency \\(5\\)")
+    with pytest.raises(ValueError, match=late):
+        DynamicSparsity(small_net(), 0.2, structure="channel", update_frequency=5, total_iterations=10,
+                        channel_warmup=0.6)
+
+
+def test_handler_checks_the_channel_warmup_against_the_run_length():
+    """Without total_iterations the handler learns the run's length when the trainer starts, and refuses a warm-up
+    that would not end before it there, before the first iteration."""
+    from ignite.engine import Engine
+
+    from e2enet_monai.handlers import SparseTrainingHandler
+
+    steps = []
+    trainer = Engine(lambda engine, batch: steps.append(batch))
+    SparseTrainingHandler(small_net(), 0.2, structure="channel", update_frequency=5, channel_warmup=0.6).attach(trainer)
+    with pytest.raises(ValueError, match="update of iteration 10, but training ends at iteration 10"):
+        trainer.run(range(5), max_epochs=2)
+    assert steps == []
+
+
+def test_resume_in_the_channel_warmup_equals_uninterrupted_run(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:
+        def fresh(warmup=0.5):
+            net = small_net(3)
+            sp = DynamicSparsity(net, 0.25, update_frequency=2, total_iterations=10, seed=5, structure="channel",
+                                 channel_warmup=warmup)
+            return net, sp, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+
+        net_a, sp_a, opt_a = fresh()
+        train_steps(net_a, sp_a, opt_a, 10)
+        net_b, sp_b, opt_b = fresh()
+        train_steps(net_b, sp_b, opt_b, 3)  # stopped in the warm-up (updates at 2 and 4 narrow, 6 ends it)
+        assert sp_b.narrowing()
+        torch.save({"model": net_b.state_dict(), "opt": opt_b.state_dict(), "sparse": sp_b.state_dict()},
+                   tmp_path / "ckpt.pt")
+        ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+        net_c, sp_c, opt_c = fresh()
+        net_c.load_state_dict(ckpt["model"])
+        opt_c.load_state_dict(ckpt["opt"])
+        sp_c.load_state_dict(ckpt["sparse"])
+        train_steps(net_c, sp_c, opt_c, 7, start=3)
+        for name in sp_a.masks.masks:
+            assert torch.equal(sp_a.masks.masks[name], sp_c.masks.masks[name]), name
+        for (name, pa), pc in zip(net_a.state_dict().items(), net_c.state_dict().values()):
+            assert torch.equal(pa, pc), name
+        with pytest.raises(ValueError, match="trained with channel_warmup 0.5, this run uses 0.0"):
+            fresh(0.0)[1].load_state_dict(ckpt["sparse"])
+    finally:
+        torch.use_deterministic_algorithms(False)
+
 @pytest.mark.parametrize("channels, strides", [((8, 16, 32), (1, 2, 2)), ((7, 13, 21, 10), (1, (1, 2, 2), 2, 2))])
 def test_compacted_mesh_gives_the_masked_output_with_fewer_weights(channels, strides):
     torch.manual_seed(0)
@@ -214,3 +345,23 @@ def test_bundle_sparse_channel_multiple_id_reaches_the_handler(bundle):
     level0 = "mesh.0.0.fuse.0.conv.conv.weight"
     kept = sparsity.masks.masks[level0].any(dim=1 - input_channel_axis(sparsity.model, level0))
     assert int(kept.sum()) == 8  # 0.2 of 16 channels would be 3
+
+
+@pytest.mark.parametrize("bundle", ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation",
+                                    "e2enet_brats_segmentation"])
+def test_bundle_sparse_channel_warmup_id_reaches_the_handler(bundle):
+    """``sparse_channel_warmup 0.5``: the mesh starts as kernel masks with the channel masks' count; the default (0)
+    starts from whole channels."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.bundle.registry import bundles_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles_dir() / bundle / "configs/train.json"))
+    assert parser["sparse_channel_warmup"] == 0.0
+    parser.update({"sparse_structure": "channel", "sparse_channel_warmup": 0.5, "channels": [8, 16, 32, 64],
+                   "strides": [1, 2, 2, 2], "device": "cpu", "summary_writer": None})
+    sparsity = parser.get_parsed_content("train#sparse").sparsity
+    assert sparsity.channel_warmup == 0.5 and sparsity.narrowing()
+    active, total = sparsity.masks.weight_counts(sparsity.model)
+    assert active / total == pytest.approx(0.2, abs=0.02)
