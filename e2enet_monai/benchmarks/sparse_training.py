@@ -46,11 +46,9 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     the same overall density) and uniformly in multiples of 4 and of 8 channels (``sparse_channel_multiple``; 8 is
     the vector width of AVX2 CPUs; on the demo's 8-64-channel mesh 4 is half its narrowest level, about as coarse
     as the 16 the paper's 48-320-channel mesh runs fastest with (a third of 48), and leaves the mesh at about 0.22;
-    at least 8 channels per tensor leave it at about 0.26), and in multiples of 8 reached from kernel masks
-    (``sparse_channel_warmup=0.5``: kernel masks with the same count of active kernels narrow to whole input
-    channels over the first half of training); each sparse kind once per mask seed in ``sparse_seeds``
-    (``sparse_seed``: initial masks and regrowth), since one short run's Dice depends on whether its few small organs
-    are learned at all.
+    at least 8 channels per tensor leave it at about 0.26);
+    each sparse kind once per mask seed in ``sparse_seeds`` (``sparse_seed``: initial
+    masks and regrowth), since one short run's Dice depends on whether its few small organs are learned at all.
     ``runs``: the names of :data:`RUNS` to train (default all), in table order; ``overrides`` change the CPU demo
     settings (e.g. ``{"channels": [16, 32, 64, 128]}``, a mesh twice as wide). Each run is evaluated on the
     held-out fold. Returns one row per kind: mean Dice over its runs and each run's,
