@@ -21,17 +21,15 @@ from e2enet_monai.networks import E2ENet
 
 __all__ = ["RUNS", "benchmark_sparse_training", "write_sparse_report"]
 
-# name -> (row label, sparse_training, sparse_structure, sparse_distribution, sparse_channel_multiple,
-# sparse_channel_warmup) of each training run, in table order
+# name -> (row label, sparse_training, sparse_structure, sparse_distribution, sparse_channel_multiple) of each
+# training run, in table order
 RUNS = {
-    "dense": ("dense", False, "kernel", "uniform", 1, 0.0),
-    "kernel": ("sparse 0.2 (kernel)", True, "kernel", "uniform", 1, 0.0),
-    "channel": ("sparse 0.2 (channel)", True, "channel", "uniform", 1, 0.0),
-    "channel_erk": ("sparse 0.2 (channel, erk)", True, "channel", "erk", 1, 0.0),
-    "channel_x4": ("sparse 0.2 (channel, multiples of 4)", True, "channel", "uniform", 4, 0.0),
-    "channel_x8": ("sparse 0.2 (channel, multiples of 8)", True, "channel", "uniform", 8, 0.0),
-    "channel_x8_warmup": ("sparse 0.2 (channel, multiples of 8, kernel warm-up 0.5)", True, "channel", "uniform", 8,
-                          0.5),
+    "dense": ("dense", False, "kernel", "uniform", 1),
+    "kernel": ("sparse 0.2 (kernel)", True, "kernel", "uniform", 1),
+    "channel": ("sparse 0.2 (channel)", True, "channel", "uniform", 1),
+    "channel_erk": ("sparse 0.2 (channel, erk)", True, "channel", "erk", 1),
+    "channel_x4": ("sparse 0.2 (channel, multiples of 4)", True, "channel", "uniform", 4),
+    "channel_x8": ("sparse 0.2 (channel, multiples of 8)", True, "channel", "uniform", 8),
 }
 
 
@@ -71,9 +69,9 @@ def benchmark_sparse_training(workdir: str | os.PathLike, dataset: str = "btcv",
     base = {**CPU_DEMO_OVERRIDES, "dataset_dir": str(raw), **(overrides or {})}
     iterations = base["epochs"] * base["epoch_length"]
     rows = []
-    for label, sparse, structure, distribution, multiple, warmup in (RUNS[name] for name in RUNS if name in names):
+    for label, sparse, structure, distribution, multiple in (RUNS[name] for name in RUNS if name in names):
         settings = {"sparse_training": sparse, "sparse_structure": structure, "sparse_distribution": distribution,
-                    "sparse_channel_multiple": multiple, "sparse_channel_warmup": warmup}
+                    "sparse_channel_multiple": multiple}
         trained = [_train_and_evaluate(work / f"{_folder(label)}_seed{s}", bundle_name, iterations,
                                        {**base, **settings, "sparse_seed": s})
                    for s in (sparse_seeds if sparse else sparse_seeds[:1])]

@@ -38,9 +38,7 @@ class SparseTrainingHandler:
         summary_writer: optional TensorBoard writer for per-update scalars.
         name: logger name.
         density, distribution, parameters, growth, death_rate, final_death_rate, update_frequency,
-        total_iterations, mask_gradients, seed, structure, channel_multiple, channel_warmup: see
-            :class:`DynamicSparsity` (a channel warm-up that would not end before the last iteration fails when the
-            trainer starts, once the run's length is known).
+        total_iterations, mask_gradients, seed, structure, channel_multiple: see :class:`DynamicSparsity`.
     """
 
     def __init__(
@@ -58,7 +56,6 @@ class SparseTrainingHandler:
         seed: int = 0,
         structure: str = "kernel",
         channel_multiple: int = 1,
-        channel_warmup: float = 0.0,
         enabled: bool = True,
         summary_writer: SummaryWriter | None = None,
         name: str = "SparseTraining",
@@ -73,8 +70,7 @@ class SparseTrainingHandler:
                             parameters=parameters, growth=growth, death_rate=death_rate,
                             final_death_rate=final_death_rate, update_frequency=update_frequency,
                             total_iterations=total_iterations, mask_gradients=mask_gradients, seed=seed,
-                            structure=structure, channel_multiple=channel_multiple,
-                            channel_warmup=channel_warmup)
+                            structure=structure, channel_multiple=channel_multiple)
             if enabled
             else None
         )
@@ -94,7 +90,6 @@ class SparseTrainingHandler:
     def _started(self, engine: Engine) -> None:
         if not self._total_given and engine.state.epoch_length is not None:
             self.sparsity.total_iterations = engine.state.max_epochs * engine.state.epoch_length
-        self.sparsity.check_schedule()
         self.sparsity.masks.apply(self.sparsity.model)  # also after a CheckpointLoader restored dense weights
         density = self.sparsity.masks.kernel_density()
         active, total = self.sparsity.masks.weight_counts(self.sparsity.model)
@@ -102,9 +97,7 @@ class SparseTrainingHandler:
             f"sparse training of {len(density)} tensors: {active}/{total} weights active ({active / total:.3f}), "
             f"iteration {self.sparsity.iteration}/{self.sparsity.total_iterations}, "
             f"update every {self.sparsity.update_frequency}, growth {self.sparsity.growth}, structure "
-            f"{self.sparsity.structure}"
-            + (f", whole input channels from the update at iteration {self.sparsity.warmup_end()}."
-               if self.sparsity.channel_warmup else ".")
+            f"{self.sparsity.structure}."
         )
 
     def _step(self, engine: Engine) -> None:
@@ -112,9 +105,10 @@ class SparseTrainingHandler:
         if stats is None:
             return
         densities = stats["density"]
+        unit = "kernels" if self.sparsity.structure == "kernel" else "input channels"
         self.logger.info(
             f"mask update at iteration {stats['iteration']}: death rate {stats['death_rate']:.4f}, "
-            f"pruned {stats['pruned']} and regrew {stats['regrown']} {stats['unit']}; per-tensor density "
+            f"pruned {stats['pruned']} and regrew {stats['regrown']} {unit}; per-tensor density "
             f"min {min(densities.values()):.4f} max {max(densities.values()):.4f}."
         )
         if self.summary_writer is not None:

@@ -51,13 +51,6 @@ class DynamicSparsity:
             :func:`~e2enet_monai.sparse.compact_model` can turn the trained mesh into smaller dense convolutions).
         channel_multiple: with ``structure="channel"``, every tensor keeps a multiple of this many input channels
             (see :func:`~e2enet_monai.sparse.kept_channels`; 16 suits AVX-512 CPUs, 8 AVX2); updates keep the count.
-        channel_warmup: with ``structure="channel"``, the fraction of ``total_iterations`` over which the masks
-            narrow from kernels to whole input channels (0: channel masks from the start). Training starts from
-            random kernel masks with as many active kernels as the channel masks will have; each update before
-            ``channel_warmup x total_iterations`` keeps the input channels of largest L1 norm, fewer at each update
-            (linearly from all to the kept count), prunes ``ceil(death_rate x active)`` kernels among them and
-            regrows kernels only in them, so each tensor keeps its number of active kernels; the first update at or
-            after that iteration leaves whole input channels, and later updates prune and regrow channels.
     """
 
     def __init__(
@@ -75,7 +68,6 @@ class DynamicSparsity:
         seed: int = 0,
         structure: str = "kernel",
         channel_multiple: int = 1,
-        channel_warmup: float = 0.0,
     ) -> None:
         # density and distribution are checked by kernel_densities, through KernelMasks.random below
         if growth not in GROWTH_MODES:
@@ -89,9 +81,6 @@ class DynamicSparsity:
             raise ValueError(f"update_frequency must be >= 1 iteration, got {update_frequency}.")
         if total_iterations is not None and total_iterations < 1:
             raise ValueError(f"total_iterations must be >= 1, got {total_iterations}.")
-        if not 0.0 <= channel_warmup < 1.0 or (channel_warmup > 0.0 and structure != "channel"):
-            raise ValueError(f"channel_warmup must be in [0, 1), and above 0 only with structure 'channel'; got "
-                             f"{channel_warmup} with structure {structure!r}.")
         self.model = model
         self.growth = growth
         self.initial_death_rate = death_rate
@@ -100,20 +89,12 @@ class DynamicSparsity:
         self.total_iterations = total_iterations
         self.mask_gradients = mask_gradients
         self.structure = structure
-        self.channel_warmup = channel_warmup
         self.masks = KernelMasks.random(model, density, distribution, parameters, seed=seed, structure=structure,
                                         channel_multiple=channel_multiple)
         self._axes = {name: input_channel_axis(model, name) for name in self.masks.masks}
-        # with a channel warm-up: the input channels each tensor keeps once its mask is whole channels
-        self._kept = {name: int(self._units(name, mask).sum()) for name, mask in self.masks.masks.items()
-                      if channel_warmup > 0.0}
         self.generator = torch.Generator().manual_seed(seed + 1)
-        if channel_warmup > 0.0:  # as many active kernels, spread at random over all input channels
-            self.masks = KernelMasks({name: self._random_kernels(mask.shape, int(mask.sum()))
-                                      for name, mask in self.masks.masks.items()})
         self.iteration = 0
         self._grad_norms: dict[str, torch.Tensor] = {}
-        self.check_schedule()
         self.masks.apply(model)
 
     def death_rate(self, iteration: int | None = None) -> float:
@@ -121,36 +102,6 @@ class DynamicSparsity:
         total = self.total_iterations or 1
         return cosine_death_rate(self.iteration if iteration is None else iteration, total,
                                  self.initial_death_rate, self.final_death_rate)
-
-    def warmup_end(self) -> int | None:
-        """With ``channel_warmup``, the iteration of the update that leaves whole input channels (the first update
-        at or after ``channel_warmup x total_iterations``); None without warm-up or before the length is known."""
-        if self.channel_warmup == 0.0 or self.total_iterations is None:
-            return None
-        start = max(self.channel_warmup * self.total_iterations, self.update_frequency)
-        return math.ceil(start / self.update_frequency) * self.update_frequency
-
-    def check_schedule(self) -> None:
-        """Raise a ValueError when the channel warm-up would not end with whole-channel masks before the last
-        iteration (a mesh that cannot be compacted); nothing to check without warm-up or a known length."""
-        end = self.warmup_end()
-        if end is not None and end >= self.total_iterations:  # type: ignore[operator]
-            raise ValueError(
-                f"channel_warmup={self.channel_warmup} leaves whole input channels at the mask update of iteration "
-                f"{end}, but training ends at iteration {self.total_iterations}: lower channel_warmup or "
-                f"update_frequency ({self.update_frequency}) so that an update falls in the last "
-                f"{1 - self.channel_warmup:.0%} of training.")
-
-    def narrowing(self) -> bool:
-        """True while the channel warm-up is under way: some mask is not yet whole input channels."""
-        return self.channel_warmup > 0.0 and any(
-            not torch.equal(mask, channel_mask(self._units(name, mask), mask.shape, self._axes[name]))
-            for name, mask in self.masks.masks.items())
-
-    def _random_kernels(self, shape: torch.Size, count: int) -> torch.Tensor:
-        mask = torch.zeros(shape.numel(), dtype=torch.bool)
-        mask[torch.randperm(shape.numel(), generator=self.generator)[:count]] = True
-        return mask.view(shape)
 
     def _update_due(self) -> bool:
         done = self.total_iterations is not None and self.iteration >= self.total_iterations
@@ -195,84 +146,40 @@ class DynamicSparsity:
         rate = self.death_rate()
         grads = self._grad_norms or (self._kernel_grad_norms() if self.growth == "gradient" else {})
         self._grad_norms = {}
-        narrowing = self.narrowing()
-        if narrowing and self.total_iterations is None:
-            raise RuntimeError("channel_warmup is a fraction of total_iterations, which is not set; pass it to "
-                               "DynamicSparsity or attach SparseTrainingHandler to a trainer with an epoch length.")
+        params = self.masks.parameters_of(self.model)
         pruned_total = 0
-        for name, param in self.masks.parameters_of(self.model).items():
-            norms = param.detach().abs().flatten(2).sum(dim=2).float().cpu()  # L1 norm of each kernel
-            replace = self._narrow if narrowing else self._replace
-            pruned_total += replace(name, norms, rate, grads.get(name))
+        for name, param in params.items():
+            shape = self.masks.masks[name].shape
+            mask = self._units(name, self.masks.masks[name])
+            active = int(mask.sum())
+            n = min(math.ceil(rate * active), active)
+            if n == 0:
+                continue
+            norms = self._units(name, param.detach().abs().flatten(2).sum(dim=2).float().cpu())
+            norms[~mask] = float("inf")
+            prune = torch.topk(norms, n, largest=False).indices
+            inactive_before = (~mask).nonzero().flatten()
+            mask[prune] = False
+            # regrow among units that were inactive before this update (never the ones just pruned)
+            if self.growth == "random":
+                grow = inactive_before[torch.randperm(len(inactive_before), generator=self.generator)[:n]]
+            else:
+                scores = self._units(name, grads[name])[inactive_before]
+                grow = inactive_before[torch.topk(scores, min(n, len(inactive_before))).indices]
+            if len(grow) < n:  # not enough inactive units (density near 1): re-activate the pruned ones
+                grow = torch.cat([grow, prune[: n - len(grow)]])
+            mask[grow] = True
+            self.masks.masks[name] = (mask.view(shape) if self.structure == "kernel"
+                                      else channel_mask(mask, shape, self._axes[name]))
+            pruned_total += n
         self.masks.apply(self.model)  # pruned kernels become 0, and regrown kernels start at 0
         return {
             "iteration": self.iteration,
             "death_rate": rate,
             "pruned": pruned_total,
             "regrown": pruned_total,
-            "unit": "input channels" if self.structure == "channel" and not narrowing else "kernels",
             "density": self.masks.kernel_density(),
         }
-
-    def _replace(self, name: str, norms: torch.Tensor, rate: float, grad_norms: torch.Tensor | None) -> int:
-        """Prune the ``ceil(rate x active)`` weakest units (kernels or input channels) of tensor ``name`` and regrow
-        as many among those inactive before; returns how many."""
-        shape = self.masks.masks[name].shape
-        mask = self._units(name, self.masks.masks[name])
-        active = int(mask.sum())
-        n = min(math.ceil(rate * active), active)
-        if n == 0:
-            return 0
-        scores = self._units(name, norms)
-        scores[~mask] = float("inf")
-        prune = torch.topk(scores, n, largest=False).indices
-        inactive_before = (~mask).nonzero().flatten()
-        mask[prune] = False
-        grow = self._grow(inactive_before, n, None if grad_norms is None else self._units(name, grad_norms))
-        if len(grow) < n:  # not enough inactive units (density near 1): re-activate the pruned ones
-            grow = torch.cat([grow, prune[: n - len(grow)]])
-        mask[grow] = True
-        self.masks.masks[name] = (mask.view(shape) if self.structure == "kernel"
-                                  else channel_mask(mask, shape, self._axes[name]))
-        return n
-
-    def _narrow(self, name: str, norms: torch.Tensor, rate: float, grad_norms: torch.Tensor | None) -> int:
-        """One warm-up update of tensor ``name``: keep the input channels of largest L1 norm (fewer at each update,
-        only the kept count at :meth:`warmup_end`), prune ``ceil(rate x active)`` of their weakest kernels and
-        regrow kernels in them up to the tensor's count; returns how many kernels were pruned or dropped with their
-        channel (as many were regrown)."""
-        shape, axis = self.masks.masks[name].shape, self._axes[name]
-        mask = self.masks.masks[name].clone()
-        budget, channels, kept = int(mask.sum()), shape[axis], self._kept[name]
-        progress = min(self.iteration / (self.channel_warmup * self.total_iterations), 1.0)  # type: ignore[operator]
-        live = kept if self.iteration >= self.warmup_end() else kept + round((channels - kept) * (1 - progress))
-        units = torch.zeros(channels, dtype=torch.bool)
-        units[torch.topk(self._units(name, norms), live).indices] = True
-        live_kernels = channel_mask(units, shape, axis)
-        if live == kept:  # the last warm-up update: whole channels from now on
-            self.masks.masks[name] = live_kernels
-            return budget - int((mask & live_kernels).sum())
-        inactive_before = (~mask & live_kernels).flatten().nonzero().flatten()
-        mask &= live_kernels
-        flat = mask.flatten()
-        n = min(math.ceil(rate * int(flat.sum())), int(flat.sum()))
-        scores = norms.flatten().clone()
-        scores[~flat] = float("inf")
-        prune = torch.topk(scores, n, largest=False).indices
-        flat[prune] = False
-        missing = budget - int(flat.sum())
-        grow = self._grow(inactive_before, missing, None if grad_norms is None else grad_norms.flatten())
-        if len(grow) < missing:  # too few inactive kernels in the live channels: re-activate pruned ones
-            grow = torch.cat([grow, prune[: missing - len(grow)]])
-        flat[grow] = True
-        self.masks.masks[name] = flat.view(shape)
-        return missing
-
-    def _grow(self, candidates: torch.Tensor, n: int, grad_scores: torch.Tensor | None) -> torch.Tensor:
-        """Up to ``n`` of the unit indices ``candidates``: at random, or by largest gradient norm."""
-        if self.growth == "random":
-            return candidates[torch.randperm(len(candidates), generator=self.generator)[:n]]
-        return candidates[torch.topk(grad_scores[candidates], min(n, len(candidates))).indices]  # type: ignore[index]
 
     def _units(self, name: str, values: torch.Tensor) -> torch.Tensor:
         """Per pruning unit of tensor ``name``, from per-kernel ``values`` ``(a, b)``: the kernels themselves
@@ -289,16 +196,12 @@ class DynamicSparsity:
             "generator": self.generator.get_state(),
             "total_iterations": self.total_iterations,
             "structure": self.structure,
-            "channel_warmup": self.channel_warmup,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("structure", "kernel") != self.structure:
             raise ValueError(f"sparse state was trained with structure {state.get('structure', 'kernel')!r}, this "
                              f"run uses {self.structure!r}; pass the same sparse structure to resume.")
-        if state.get("channel_warmup", 0.0) != self.channel_warmup:
-            raise ValueError(f"sparse state was trained with channel_warmup {state.get('channel_warmup', 0.0)}, this "
-                             f"run uses {self.channel_warmup}; pass the same channel warm-up to resume.")
         if set(state["masks"]) != set(self.masks.masks):
             raise ValueError(
                 f"sparse state masks {sorted(state['masks'])[:3]}... do not match this model's masked tensors "
