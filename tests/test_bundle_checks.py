@@ -118,6 +118,32 @@ def test_verify_tool_runs_every_check_on_every_bundle(tmp_path):
     assert not [p.name for p in scratch.iterdir() if p.name.startswith(("ckpt_export_", "props_"))]
 
 
+def test_export_check_catches_an_export_off_by_less_than_float32_rounding(monkeypatch):
+    """The export check compares in float64 (float32 rounding differs between the scripted plain-op graph and eager's
+    fast path by up to ~3e-5 of the output's scale, so a float32 tolerance either fails at random or lets small errors
+    through): a scripted network whose output is off by 1e-6, well inside any float32 tolerance, is reported with the
+    size of the difference."""
+    import torch
+
+    from e2enet_monai.release.verify import check_export
+
+    load = torch.jit.load
+
+    class OffByOne(torch.nn.Module):
+        def __init__(self, scripted: torch.nn.Module):
+            super().__init__()
+            self.scripted = scripted
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.scripted(x) + 1e-6
+
+    monkeypatch.setattr(torch.jit, "load", lambda path: OffByOne(load(path)))
+    shape = r"\(1, 16, 32, 32, 64\)"
+    with pytest.raises(AssertionError, match=rf"does not reproduce the network's output in float64: output shape "
+                                             rf"{shape} vs {shape}, largest difference 1e-06"):
+        check_export(ROOT / "bundles/e2enet_amos_ct_segmentation")
+
+
 TINY = {"num_workers": 0, "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "patch_size": [16, 32, 32],
         "epoch_length": 2, "sparse_update_frequency": 1}
 
