@@ -119,6 +119,12 @@ def test_cli_help_documents_every_option():
 
 
 def test_machine_label_names_the_cpu_its_vector_instructions_and_the_threads():
-    """Two CPUs sold under one name (AMD EPYC with and without AVX-512) time differently: the header says which."""
+    """CPUs sold under one name (AMD EPYC with and without AVX-512, Zen 1 and Zen 3) time differently: the header
+    says which, by the vector instructions PyTorch uses and by the family and model numbers of ``/proc/cpuinfo``."""
     label = machine_label(1)
-    assert f" ({torch.backends.cpu.get_cpu_capability()}), 1 thread(s) of {os.cpu_count()} CPU(s), torch " in label
+    block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+    kind = f"family {fields['cpu family']} model {fields['model']}, " if "cpu family" in fields else ""
+    assert label.startswith(fields.get("model name", ""))
+    vector = torch.backends.cpu.get_cpu_capability()
+    assert f" ({kind}{vector}), 1 thread(s) of {os.cpu_count()} CPU(s), torch " in label

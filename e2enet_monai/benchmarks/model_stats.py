@@ -144,18 +144,28 @@ def load_checkpoint_masks(model: nn.Module, checkpoint: str | os.PathLike) -> Ke
 
 def machine_label(threads: int) -> str:
     """
-    A one-line description of this machine for report headers: the CPU model, the vector instructions PyTorch's
-    kernels use on it (e.g. ``AVX2`` or ``AVX512``: CPUs sold under one name differ here, and so do their timings),
-    the threads and PyTorch's version.
+    A one-line description of this machine for report headers: the CPU model with its family and model numbers
+    where ``/proc/cpuinfo`` gives them, the vector instructions PyTorch's kernels use on it (e.g. ``AVX2`` or
+    ``AVX512``), the threads and PyTorch's version. Virtual machines sold under one name ("AMD EPYC") run CPUs of
+    different generations, which time differently: the family and model tell them apart (AMD's 23/1 is Zen 1, 25/1
+    Zen 3).
     """
-    cpu = platform.processor() or platform.machine()
+    cpu, kind = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            first = {}
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block
+                key, _, value = line.partition(":")
+                first.setdefault(key.strip(), value.strip())
+        cpu = first.get("model name", cpu)
+        if "cpu family" in first and "model" in first:
+            kind = f"family {first['cpu family']} model {first['model']}, "
+    except OSError:
         pass
-    return (f"{cpu} ({torch.backends.cpu.get_cpu_capability()}), {threads} thread(s) of {os.cpu_count()} CPU(s), "
-            f"torch {torch.__version__}")
+    return (f"{cpu} ({kind}{torch.backends.cpu.get_cpu_capability()}), {threads} thread(s) of {os.cpu_count()} "
+            f"CPU(s), torch {torch.__version__}")
 
 
 def collect_model_stats(
