@@ -129,7 +129,7 @@ def test_export_check_catches_an_export_off_by_less_than_float32_rounding(monkey
 
     load = torch.jit.load
 
-    class OffByOne(torch.nn.Module):
+    class OffByAMillionth(torch.nn.Module):
         def __init__(self, scripted: torch.nn.Module):
             super().__init__()
             self.scripted = scripted
@@ -137,7 +137,7 @@ def test_export_check_catches_an_export_off_by_less_than_float32_rounding(monkey
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.scripted(x) + 1e-6
 
-    monkeypatch.setattr(torch.jit, "load", lambda path: OffByOne(load(path)))
+    monkeypatch.setattr(torch.jit, "load", lambda path: OffByAMillionth(load(path)))
     shape = r"\(1, 16, 32, 32, 64\)"
     with pytest.raises(AssertionError, match=rf"does not reproduce the network's output in float64: output shape "
                                              rf"{shape} vs {shape}, largest difference 1e-06"):
