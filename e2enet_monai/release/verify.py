@@ -104,11 +104,12 @@ def _export_and_compare(b: Path, ckpt_file: str | os.PathLike | None, out_dir: P
     x = torch.randn(1, channels["num_channels"], *spatial, dtype=torch.float64, generator=seeded)
     with torch.no_grad():
         expected, got = net(x), scripted(x)
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-7, atol=1e-7):
+    tolerance = 1e-7
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
         diff = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
         raise AssertionError(f"{b}: the TorchScript export does not reproduce the network's output in float64: output "
                              f"shape {tuple(got.shape)} vs {tuple(expected.shape)}, largest difference {diff:.3g} "
-                             f"(tolerance 1e-7).")
+                             f"(tolerance {tolerance:g}).")
     return ts_path.stat().st_size
 
 
