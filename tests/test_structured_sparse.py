@@ -1,5 +1,7 @@
 """Channel-structured dynamic sparsity and the compaction of a trained mesh into smaller dense convolutions."""
 
+import math
+
 import pytest
 import torch
 from test_sparse import batch, small_net, train_steps
@@ -91,6 +93,27 @@ def test_channel_update_prunes_the_weakest_input_channels():
         weight[:, active[0]] = 1e-3
     sp.update()
     assert not sp.masks.masks[name][:, active[0]].any()
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.3, 0.45])
+def test_channel_updates_swap_the_nearest_count_so_a_decayed_rate_swaps_none(rate):
+    """Kernel masks round the count up (the paper's); channel masks keep few units (8 or 16 here), so they round to the
+    nearest: at a death rate of 0.05 no channel is swapped, where rounding up would swap one of the 8."""
+    net = small_net()
+    sp = DynamicSparsity(net, 0.5, update_frequency=1, total_iterations=10, structure="channel", channel_multiple=8,
+                         death_rate=rate, final_death_rate=rate)
+    before = {name: sp._units(name, mask) for name, mask in sp.masks.masks.items()}
+    sp.update()
+    swapped = {name: int((before[name] & ~sp._units(name, mask)).sum()) for name, mask in sp.masks.masks.items()}
+    # a tensor that keeps all its inputs has none to regrow, so the pruned ones come back
+    expected = {name: 0 if bool(units.all()) else math.floor(rate * int(units.sum()) + 0.5)
+                for name, units in before.items()}
+    assert swapped == expected
+    eights = [name for name, units in before.items() if int(units.sum()) == 8 and not bool(units.all())]
+    assert eights and {swapped[name] for name in eights} == {math.floor(rate * 8 + 0.5)}  # 0, 2, 4 of 8
+    kernel = DynamicSparsity(small_net(), 0.5, update_frequency=1, total_iterations=10, death_rate=0.05,
+                             final_death_rate=0.05)
+    assert kernel.update()["pruned"] == sum(math.ceil(0.05 * int(m.sum())) for m in kernel.masks.masks.values())
 
 
 def test_resume_refuses_another_structure():

@@ -28,7 +28,8 @@ class DynamicSparsity:
     Call :meth:`after_step` after every ``optimizer.step()``: it zeroes inactive kernels in the weights and in the
     optimizer's per-weight state, counts the iteration and, every ``update_frequency`` iterations, prunes the
     ``ceil(death_rate * active)`` active kernels of smallest L1 norm of each tensor and regrows as many inactive
-    ones (at zero), so every tensor keeps exactly its number of active kernels. With ``mask_gradients``, call
+    ones (at zero), so every tensor keeps exactly its number of active kernels (whole channels: the nearest count,
+    see :meth:`_prune_count`). With ``mask_gradients``, call
     :meth:`before_step` between ``backward()`` and ``optimizer.step()``. As in the paper, a kernel regrown at zero
     whose input channel is fed only by zero kernels (or whose output feeds only zero kernels) gets no gradient and
     stays zero until a later update prunes it.
@@ -152,7 +153,7 @@ class DynamicSparsity:
             shape = self.masks.masks[name].shape
             mask = self._units(name, self.masks.masks[name])
             active = int(mask.sum())
-            n = min(math.ceil(rate * active), active)
+            n = min(self._prune_count(rate, active), active)
             if n == 0:
                 continue
             norms = self._units(name, param.detach().abs().flatten(2).sum(dim=2).float().cpu())
@@ -180,6 +181,13 @@ class DynamicSparsity:
             "regrown": pruned_total,
             "density": self.masks.kernel_density(),
         }
+
+    def _prune_count(self, rate: float, active: int) -> int:
+        """Units to prune of a tensor with ``active`` active units: kernels round up (the paper's), so every tensor
+        changes at every update; whole channels round to the nearest count, since a tensor keeps only a few (8 of
+        32 in multiples of 8) and rounding up would swap one of them (an eighth of every output's inputs) at every
+        update however far the death rate has decayed."""
+        return math.ceil(rate * active) if self.structure == "kernel" else math.floor(rate * active + 0.5)
 
     def _units(self, name: str, values: torch.Tensor) -> torch.Tensor:
         """Per pruning unit of tensor ``name``, from per-kernel ``values`` ``(a, b)``: the kernels themselves
