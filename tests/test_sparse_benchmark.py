@@ -1,8 +1,8 @@
 """tools/benchmark_sparse.py's bookkeeping: which runs it trains and how it folds the mask seeds into one row each.
 
-The training itself (eleven real bundle runs, about 45 minutes on 2 cores in the README's run) is what the tool exists
-for and is not repeated here; each run's own measurements are replaced by a stand-in that records what it was asked
-to train."""
+The training itself (thirteen real bundle runs by default; eleven took about 45 minutes on 2 cores in the README's
+run) is what the tool exists for and is not repeated here; each run's own measurements are replaced by a stand-in
+that records what it was asked to train."""
 
 import math
 import re
@@ -40,16 +40,17 @@ def test_each_sparse_kind_runs_once_per_mask_seed_and_dense_once(recorded, tmp_p
     rows = sparse_training.benchmark_sparse_training(tmp_path / "work", "btcv", sparse_seeds=(0, 2))
     assert [r["run"] for r in rows] == [label for label, *_ in sparse_training.RUNS.values()]
     asked = [(run["sparse_training"], run["sparse_structure"], run["sparse_distribution"],
-              run["sparse_channel_multiple"], run["sparse_seed"]) for _, run in recorded]
-    assert asked == [(False, "kernel", "uniform", 1, 0),
-                     (True, "kernel", "uniform", 1, 0), (True, "kernel", "uniform", 1, 2),
-                     (True, "channel", "uniform", 1, 0), (True, "channel", "uniform", 1, 2),
-                     (True, "channel", "erk", 1, 0), (True, "channel", "erk", 1, 2),
-                     (True, "channel", "uniform", 4, 0), (True, "channel", "uniform", 4, 2),
-                     (True, "channel", "uniform", 8, 0), (True, "channel", "uniform", 8, 2)]
-    assert len({folder for folder, _ in recorded}) == 11  # every run trains its own copy of the bundle
+              run["sparse_channel_multiple"], run["sparse_death_rate"], run["sparse_seed"]) for _, run in recorded]
+    assert asked == [(False, "kernel", "uniform", 1, 0.5, 0),
+                     (True, "kernel", "uniform", 1, 0.5, 0), (True, "kernel", "uniform", 1, 0.5, 2),
+                     (True, "channel", "uniform", 1, 0.5, 0), (True, "channel", "uniform", 1, 0.5, 2),
+                     (True, "channel", "erk", 1, 0.5, 0), (True, "channel", "erk", 1, 0.5, 2),
+                     (True, "channel", "uniform", 4, 0.5, 0), (True, "channel", "uniform", 4, 0.5, 2),
+                     (True, "channel", "uniform", 8, 0.5, 0), (True, "channel", "uniform", 8, 0.5, 2),
+                     (True, "channel", "uniform", 8, 0.2, 0), (True, "channel", "uniform", 8, 0.2, 2)]
+    assert len({folder for folder, _ in recorded}) == 13  # every run trains its own copy of the bundle
     assert all(run["channels"] == [8, 16, 32, 64] and run["epochs"] * run["epoch_length"] == 600 for _, run in recorded)
-    dense, kernel, _, erk, _, _ = rows
+    dense, kernel, _, erk, *_ = rows
     assert dense["sparse_seeds"] == [] and dense["dice_per_seed"] == [0.5]
     assert kernel["dice_per_seed"] == [0.5, pytest.approx(0.7)] and kernel["mean_dice"] == pytest.approx(0.6)
     assert erk["mean_dice"] == pytest.approx(0.8) and kernel["params_nonzero"] == 91

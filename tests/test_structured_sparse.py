@@ -237,3 +237,23 @@ def test_bundle_sparse_channel_multiple_id_reaches_the_handler(bundle):
     level0 = "mesh.0.0.fuse.0.conv.conv.weight"
     kept = sparsity.masks.masks[level0].any(dim=1 - input_channel_axis(sparsity.model, level0))
     assert int(kept.sum()) == 8  # 0.2 of 16 channels would be 3
+
+
+@pytest.mark.parametrize("bundle", ["e2enet_btcv_segmentation", "e2enet_amos_ct_segmentation",
+                                    "e2enet_brats_segmentation"])
+def test_bundle_sparse_death_rate_id_sets_the_schedule(bundle):
+    """``sparse_death_rate``: the fraction of active kernels or channels swapped at the first mask update, decayed
+    by a cosine to 0.001 (default 0.5, the paper's)."""
+    from monai.bundle import ConfigParser
+
+    from e2enet_monai.bundle.registry import bundles_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundles_dir() / bundle / "configs/train.json"))
+    assert parser["sparse_death_rate"] == 0.5
+    parser.update({"sparse_death_rate": 0.2, "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2], "device": "cpu",
+                   "summary_writer": None})
+    sparsity = parser.get_parsed_content("train#sparse").sparsity
+    sparsity.total_iterations = 600
+    assert sparsity.death_rate(0) == pytest.approx(0.2)
+    assert sparsity.death_rate(300) == pytest.approx((0.2 + 0.001) / 2)
