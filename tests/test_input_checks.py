@@ -175,6 +175,25 @@ def test_topk_inference_without_its_weights_says_how_to_make_them(weighted_bundl
     assert "train_global.json, then train_topk.json" in line, line
 
 
+@pytest.mark.parametrize("overrides, messages", [
+    ({"sparse_death_rate": 1.5},
+     ["--sparse_death_rate must be a number in [0.001 (the final death rate), 1), got 1.5"]),
+    ({"sparse_density": 2, "sparse_growth": "magnitude", "sparse_channel_multiple": 8},
+     ["--sparse_density must be a number in (0, 1], got 2",
+      "--sparse_growth must be one of ('random', 'gradient'), got 'magnitude'",
+      "--sparse_channel_multiple must be 1 with kernel masks (a multiple of input channels needs structure "
+      "'channel'), got 8 with structure 'kernel'"]),
+])
+def test_training_names_wrong_sparse_ids_before_reading_data(weighted_bundle, tmp_path, overrides, messages):
+    # the dataset folder does not exist: the sparse ids are checked first, so their error is the one printed
+    out = tmp_path / "run"
+    proc = _run(weighted_bundle, ["train.json"], {"dataset_dir": str(tmp_path / "no_data"),
+                                                  "ckpt_dir": str(out / "models"), **overrides})
+    line = _last_line(proc)
+    assert all(m in line for m in messages) and "See the sparse_* ids in the bundle's docs/README.md" in line, line
+    assert "Failed to instantiate" not in proc.stderr and not out.exists()
+
+
 def _tiny_dataset(tmp_path):
     raw = write_synthetic("btcv", tmp_path / "raw", num_train=5, num_test=0, shape=(32, 32, 16))
     prepare_dataset("btcv", raw, raw / "datalist.json")

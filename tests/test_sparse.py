@@ -16,6 +16,7 @@ from e2enet_monai.sparse import (
     kernel_densities,
     load_sparse_state_dict,
     save_sparse_state_dict,
+    sparse_setting_problems,
 )
 
 
@@ -172,18 +173,44 @@ def test_same_seed_same_masks():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"density": 0.0}, r"density must be in \(0, 1\]"),
-        ({"density": 1.5}, r"density must be in \(0, 1\]"),
-        ({"growth": "momentum"}, "growth mode"),
+        ({"density": 0.0}, r"density must be a number in \(0, 1\], got 0.0"),
+        ({"density": 1.5}, r"density must be a number in \(0, 1\], got 1.5"),
+        ({"growth": "momentum"}, "growth must be one of"),
         ({"distribution": "er"}, "distribution"),
         ({"parameters": ["decoder.*"]}, "matches no parameter"),
-        ({"death_rate": 1.2}, "death rates"),
+        ({"death_rate": 1.2}, r"death_rate must be a number in \[0.001 \(the final death rate\), 1\), got 1.2"),
         ({"update_frequency": 0}, "update_frequency"),
     ],
 )
 def test_wrong_settings_fail_at_start(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SparseTrainingHandler(small_net(), **kwargs)
+
+
+def test_setting_problems_name_every_wrong_setting_with_what_it_accepts():
+    assert sparse_setting_problems() == {}  # the paper's defaults
+    assert sparse_setting_problems(structure="channel", channel_multiple=8, death_rate=0.001, density=1) == {}
+    problems = sparse_setting_problems(density="0.2", distribution="er", growth="momentum", death_rate=0.0005,
+                                       update_frequency=1.5, structure="filter", channel_multiple=True)
+    assert problems == {
+        "density": "must be a number in (0, 1], got '0.2'",
+        "distribution": "must be one of ('uniform', 'erk'), got 'er'",
+        "growth": "must be one of ('random', 'gradient'), got 'momentum'",
+        "death_rate": "must be a number in [0.001 (the final death rate), 1), got 0.0005",
+        "update_frequency": "must be a whole number of iterations >= 1, got 1.5",
+        "structure": "must be one of ('kernel', 'channel'), got 'filter'",
+        "channel_multiple": "must be a whole number >= 1, got True",
+    }
+    assert sparse_setting_problems(final_death_rate=-0.1, total_iterations=0) == {
+        "final_death_rate": "must be a number in [0, 1), got -0.1",
+        "total_iterations": "must be a whole number >= 1, got 0",
+    }
+    # every problem in one error, nothing masked yet
+    net = small_net()
+    before = {n: p.clone() for n, p in net.named_parameters()}
+    with pytest.raises(ValueError, match=r"sparse training settings: density .*; growth must be one of"):
+        DynamicSparsity(net, density=2, growth="momentum")
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

@@ -4,6 +4,7 @@ the CPU allocator setting."""
 from e2enet_monai.bundle.checks import (
     check_checkpoint,
     check_inference_run,
+    check_sparse_training,
     check_training_run,
     check_weights_fit_configs,
     inference_items,
@@ -26,6 +27,7 @@ __all__ = [
     "check_checkpoint",
     "check_cli_overrides",
     "check_inference_run",
+    "check_sparse_training",
     "check_training_run",
     "check_weights_fit_configs",
     "existing",

@@ -14,10 +14,11 @@ from monai.bundle import ConfigParser
 from monai.data import FolderLayout
 
 from e2enet_monai.data.checks import check_image, check_label
+from e2enet_monai.sparse.settings import sparse_setting_problems
 from e2enet_monai.utils.errors import InputError, exit_on_input_error
 
-__all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_training_run",
-           "check_weights_fit_configs", "inference_items", "output_path"]
+__all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_sparse_training",
+           "check_training_run", "check_weights_fit_configs", "inference_items", "output_path"]
 
 
 def inference_items(datalist: str | os.PathLike | Sequence[str | os.PathLike | Sequence[str]]) -> list[dict]:
@@ -125,6 +126,25 @@ def check_training_run(train_data: Sequence[Mapping], val_data: Sequence[Mapping
         if "label" not in case:
             raise InputError(f"training case {image} has no 'label' in the datalist.")
         check_label(case["label"], image if isinstance(image, str) else image[0], label_values)
+
+
+@exit_on_input_error
+def check_sparse_training(enabled: bool, density: float, distribution: str, growth: str, death_rate: float,
+                          update_frequency: int, structure: str, channel_multiple: int) -> None:
+    """
+    Before training, when ``sparse_training`` is on: the bundle's ``sparse_*`` ids hold values the sparse-training
+    handler accepts (:func:`~e2enet_monai.sparse.sparse_setting_problems`). Every wrong one is named by its id, what
+    it accepts and what it holds, before any data is read (the handler itself would fail later, inside MONAI's
+    ``Failed to instantiate component``).
+    """
+    if not enabled:
+        return
+    problems = sparse_setting_problems(density=density, distribution=distribution, growth=growth,
+                                       death_rate=death_rate, update_frequency=update_frequency,
+                                       structure=structure, channel_multiple=channel_multiple)
+    if problems:
+        raise InputError(f"{'; '.join(f'--sparse_{k} {v}' for k, v in problems.items())}. See the sparse_* ids in "
+                         f"the bundle's docs/README.md.")
 
 
 # weights file -> the configs that must rebuild its network

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DENSITY_MODES", "kernel_densities"]
+from e2enet_monai.sparse.settings import check_sparse_settings
 
-DENSITY_MODES = ("uniform", "erk")
+__all__ = ["kernel_densities"]
 
 
 def kernel_densities(
@@ -28,10 +28,7 @@ def kernel_densities(
     Returns:
         tensor name -> kernel density in (0, 1].
     """
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}.")
-    if distribution not in DENSITY_MODES:
-        raise ValueError(f"density distribution must be one of {DENSITY_MODES}, got {distribution!r}.")
+    check_sparse_settings(density=density, distribution=distribution)
     for name, shape in shapes.items():
         if len(shape) < 2:
             raise ValueError(f"kernel masks need weights of at least 2 dims, {name!r} has shape {tuple(shape)}.")

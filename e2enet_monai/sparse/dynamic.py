@@ -9,10 +9,9 @@ import torch
 import torch.nn as nn
 
 from e2enet_monai.sparse.masks import KernelMasks, channel_mask, input_channel_axis
+from e2enet_monai.sparse.settings import check_sparse_settings
 
-__all__ = ["GROWTH_MODES", "DynamicSparsity", "cosine_death_rate"]
-
-GROWTH_MODES = ("random", "gradient")
+__all__ = ["DynamicSparsity", "cosine_death_rate"]
 
 
 def cosine_death_rate(iteration: int, total: int, initial: float = 0.5, final: float = 0.001) -> float:
@@ -70,18 +69,10 @@ class DynamicSparsity:
         structure: str = "kernel",
         channel_multiple: int = 1,
     ) -> None:
-        # density and distribution are checked by kernel_densities, through KernelMasks.random below
-        if growth not in GROWTH_MODES:
-            raise ValueError(f"growth mode must be one of {GROWTH_MODES}, got {growth!r}.")
-        if not 0.0 <= final_death_rate <= death_rate < 1.0:
-            raise ValueError(
-                f"death rates must satisfy 0 <= final_death_rate <= death_rate < 1, got death_rate={death_rate}, "
-                f"final_death_rate={final_death_rate}."
-            )
-        if update_frequency < 1:
-            raise ValueError(f"update_frequency must be >= 1 iteration, got {update_frequency}.")
-        if total_iterations is not None and total_iterations < 1:
-            raise ValueError(f"total_iterations must be >= 1, got {total_iterations}.")
+        check_sparse_settings(density=density, distribution=distribution, growth=growth, death_rate=death_rate,
+                              final_death_rate=final_death_rate, update_frequency=update_frequency,
+                              structure=structure, channel_multiple=channel_multiple,
+                              total_iterations=total_iterations)
         self.model = model
         self.growth = growth
         self.initial_death_rate = death_rate

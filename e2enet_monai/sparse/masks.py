@@ -9,13 +9,10 @@ import torch
 import torch.nn as nn
 
 from e2enet_monai.sparse.density import kernel_densities
+from e2enet_monai.sparse.settings import check_sparse_settings
 
-__all__ = ["STRUCTURES", "KernelMasks", "channel_mask", "default_sparse_parameters", "input_channel_axis",
-           "kept_channels", "select_parameters"]
-
-# "kernel": any (output, input) kernel may be pruned alone (the paper's masks); "channel": whole input channels of a
-# weight are pruned or kept together, so a trained mesh can be compacted into smaller dense convolutions
-STRUCTURES = ("kernel", "channel")
+__all__ = ["KernelMasks", "channel_mask", "default_sparse_parameters", "input_channel_axis", "kept_channels",
+           "select_parameters"]
 
 
 def input_channel_axis(model: nn.Module, name: str) -> int:
@@ -118,14 +115,10 @@ class KernelMasks:
             distribution: ``"uniform"`` or ``"erk"``.
             parameters: regular expressions selecting the parameters (default: the model's mesh).
             seed: seed of the mask generator.
-            structure: ``"kernel"`` or ``"channel"`` (see :data:`STRUCTURES`).
+            structure: ``"kernel"`` or ``"channel"`` (see :data:`~e2enet_monai.sparse.STRUCTURES`).
             channel_multiple: with ``structure="channel"``, keep a multiple of this many input channels per tensor.
         """
-        if structure not in STRUCTURES:
-            raise ValueError(f"sparse structure must be one of {STRUCTURES}, got {structure!r}.")
-        if channel_multiple < 1 or (channel_multiple > 1 and structure != "channel"):
-            raise ValueError(f"channel_multiple must be 1 with kernel masks, or a positive integer with structure "
-                             f"'channel'; got {channel_multiple} with structure {structure!r}.")
+        check_sparse_settings(structure=structure, channel_multiple=channel_multiple)  # density: kernel_densities
         names = select_parameters(model, parameters)
         params = dict(model.named_parameters())
         densities = kernel_densities({n: tuple(params[n].shape) for n in names}, density, distribution)
