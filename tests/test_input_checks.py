@@ -194,6 +194,21 @@ def test_training_names_wrong_sparse_ids_before_reading_data(weighted_bundle, tm
     assert "Failed to instantiate" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"optimizer_name": "adam"}, "--optimizer_name must be one of ('sgd', 'adamw'), got 'adam'."),
+    ({"learning_rate": -0.01}, "--learning_rate must be a number > 0, got -0.01."),
+    ({"sparse_training": "false"}, "--sparse_training false -> --sparse_training False"),
+])
+def test_training_names_a_wrong_optimizer_or_boolean_id(weighted_bundle, tmp_path, overrides, message):
+    raw = _tiny_dataset(tmp_path)
+    out = tmp_path / "run"
+    proc = _run(weighted_bundle, ["train.json"], {"dataset_dir": str(raw), "ckpt_dir": str(out / "models"),
+                                                  "output_dir": str(out / "eval"), "num_workers": 0, **overrides})
+    line = _last_line(proc)
+    assert message in line and "Failed to instantiate" not in proc.stderr, line
+    assert not (out / "models").exists()
+
+
 def _tiny_dataset(tmp_path):
     raw = write_synthetic("btcv", tmp_path / "raw", num_train=5, num_test=0, shape=(32, 32, 16))
     prepare_dataset("btcv", raw, raw / "datalist.json")

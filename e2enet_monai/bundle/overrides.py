@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from monai.bundle import ConfigParser
 
+from e2enet_monai.utils.errors import InputError, exit_on_input_error, running_bundle_cli
+
 __all__ = ["check_cli_overrides"]
 
 # arguments of `monai.bundle run` itself, which are not config ids
@@ -30,15 +32,18 @@ def _ids(config, prefix: str = "") -> set[str]:
     return out
 
 
+@exit_on_input_error
 def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
     """
-    When running as ``python -m monai.bundle run`` (or under torchrun), raise a ValueError for any ``--key value``
-    override whose key (``#``-separated path) is not an id of the merged config files, with close matches, and for
-    a lowercase ``true``/``false`` given to a boolean id (the command line reads it as a truthy string).
+    When running as ``python -m monai.bundle run`` (or under torchrun), raise an
+    :class:`~e2enet_monai.utils.errors.InputError` (the run's last line, see
+    :func:`~e2enet_monai.utils.errors.exit_on_input_error`) for any ``--key value`` override whose key
+    (``#``-separated path) is not an id of the merged config files, with close matches, and for a lowercase
+    ``true``/``false`` given to a boolean id (the command line reads it as a truthy string).
     Does nothing when the bundle runs inside another program (MONAI Label, a Python API call).
     """
     argv = list(sys.argv if argv is None else argv)
-    if not argv or not argv[0].replace("\\", "/").endswith("monai/bundle/__main__.py"):
+    if not running_bundle_cli(argv):
         return
     args = argv[1:]
     keys, values = [], {}
@@ -57,7 +62,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
         hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
         detail = "; ".join(f"--{k}" + (f" (did you mean {', '.join('--' + m for m in v)}?)" if v else "")
                            for k, v in hints.items())
-        raise ValueError(f"unknown override(s) for this bundle's configs: {detail}. Overrides must name existing "
+        raise InputError(f"unknown override(s) for this bundle's configs: {detail}. Overrides must name existing "
                          f"config ids; see the bundle's docs/README.md for the documented ones.")
     config = parser.get()
     # fire hands "true"/"false" over as strings, which are truthy: a silent `--sparse_training false` that trains sparse
@@ -65,7 +70,7 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
                  and values[k].strip() in ("true", "false")]
     if lowercase:
         detail = "; ".join(f"--{k} {values[k]} -> --{k} {values[k].strip().capitalize()}" for k in lowercase)
-        raise ValueError(f"boolean override(s) must be written True or False (monai.bundle reads lowercase as a "
+        raise InputError(f"boolean override(s) must be written True or False (monai.bundle reads lowercase as a "
                          f"string, which counts as true): {detail}.")
 
 
