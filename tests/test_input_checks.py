@@ -183,14 +183,17 @@ def test_topk_inference_without_its_weights_says_how_to_make_them(weighted_bundl
       "--sparse_growth must be one of ('random', 'gradient'), got 'magnitude'",
       "--sparse_channel_multiple must be 1 with kernel masks (a multiple of input channels needs structure "
       "'channel'), got 8 with structure 'kernel'"]),
+    ({"patch_size": [64, 64], "spacing": [1.5, 0, 1.5]},
+     ["--spacing must be 3 numbers > 0 (mm per voxel), got [1.5, 0, 1.5]",
+      "--patch_size must be 3 whole numbers > 0 (voxels), got [64, 64]"]),
 ])
-def test_training_names_wrong_sparse_ids_before_reading_data(weighted_bundle, tmp_path, overrides, messages):
-    # the dataset folder does not exist: the sparse ids are checked first, so their error is the one printed
+def test_training_names_wrong_ids_before_reading_data(weighted_bundle, tmp_path, overrides, messages):
+    # the dataset folder does not exist: the ids are checked first, so their error is the one printed
     out = tmp_path / "run"
     proc = _run(weighted_bundle, ["train.json"], {"dataset_dir": str(tmp_path / "no_data"),
                                                   "ckpt_dir": str(out / "models"), **overrides})
     line = _last_line(proc)
-    assert all(m in line for m in messages) and "See the sparse_* ids in the bundle's docs/README.md" in line, line
+    assert all(m in line for m in messages), line
     assert "Failed to instantiate" not in proc.stderr and not out.exists()
 
 
@@ -207,6 +210,19 @@ def test_training_names_a_wrong_optimizer_or_boolean_id(weighted_bundle, tmp_pat
     line = _last_line(proc)
     assert message in line and "Failed to instantiate" not in proc.stderr, line
     assert not (out / "models").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"patch_size": [48, 48]}, "--patch_size must be 3 whole numbers > 0 (voxels), got [48, 48]."),
+    ({"tta": True, "mirror_axes": [0, 3]}, "--mirror_axes must be distinct spatial axes out of 0, 1, 2, got [0, 3]."),
+])
+def test_inference_names_wrong_spatial_ids_before_loading_weights(weighted_bundle, tmp_path, overrides, message):
+    image = _nifti(tmp_path / "ct.nii.gz", _ct())
+    proc = _run(weighted_bundle, ["inference.json"], {"datalist": [str(image)], "output_dir": str(tmp_path / "o"),
+                                                      **overrides})
+    line = _last_line(proc)
+    assert line == f"error: {message}", line
+    assert not (tmp_path / "o").exists()
 
 
 def _tiny_dataset(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 from pathlib import Path
 
 import torch
@@ -14,10 +15,11 @@ from monai.bundle import ConfigParser
 from monai.data import FolderLayout
 
 from e2enet_monai.data.checks import check_image, check_label
+from e2enet_monai.inferers.ensemble import mirror_axes_problem
 from e2enet_monai.sparse.settings import sparse_setting_problems
 from e2enet_monai.utils.errors import InputError, exit_on_input_error
 
-__all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_sparse_training",
+__all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_spatial_ids", "check_sparse_training",
            "check_training_run", "check_weights_fit_configs", "inference_items", "output_path"]
 
 
@@ -126,6 +128,31 @@ def check_training_run(train_data: Sequence[Mapping], val_data: Sequence[Mapping
         if "label" not in case:
             raise InputError(f"training case {image} has no 'label' in the datalist.")
         check_label(case["label"], image if isinstance(image, str) else image[0], label_values)
+
+
+def _positive(values: object, count: int, whole: bool) -> bool:
+    kind = Integral if whole else Real
+    return (isinstance(values, Sequence) and not isinstance(values, str) and len(values) == count
+            and all(isinstance(v, kind) and not isinstance(v, bool) and v > 0 for v in values))
+
+
+@exit_on_input_error
+def check_spatial_ids(spacing: Sequence[float], patch_size: Sequence[int], mirror_axes: Sequence[int] = ()) -> None:
+    """
+    At start-up, before weights or data are read: ``spacing`` is 3 numbers > 0 (mm), ``patch_size`` 3 whole numbers
+    >= 1 (voxels) and ``mirror_axes`` (the configs pass them only with ``tta``) distinct axes out of 0, 1, 2. Every
+    wrong id is named with what it holds; a 2-value ``patch_size`` would otherwise fail deep in the sliding window.
+    """
+    problems = []
+    if not _positive(spacing, 3, whole=False):
+        problems.append(f"--spacing must be 3 numbers > 0 (mm per voxel), got {spacing!r}")
+    if not _positive(patch_size, 3, whole=True):
+        problems.append(f"--patch_size must be 3 whole numbers > 0 (voxels), got {patch_size!r}")
+    mirror = mirror_axes_problem(mirror_axes)
+    if mirror:
+        problems.append(f"--mirror_axes {mirror}")
+    if problems:
+        raise InputError("; ".join(problems) + ".")
 
 
 @exit_on_input_error

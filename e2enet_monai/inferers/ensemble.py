@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.inferers import Inferer
 
-__all__ = ["ACTIVATIONS", "EnsembleInferer", "mirror_flips"]
+__all__ = ["ACTIVATIONS", "EnsembleInferer", "mirror_axes_problem", "mirror_flips"]
 
 ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def mirror_axes_problem(axes: Sequence[int]) -> str | None:
+    """What is wrong with ``axes`` as mirror axes (they must be distinct spatial axes out of 0, 1, 2), or None."""
+    whole = all(isinstance(a, Integral) and not isinstance(a, bool) for a in axes)
+    if whole and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}:
+        return None
+    return f"must be distinct spatial axes out of 0, 1, 2, got {list(axes)}"
 
 
 def mirror_flips(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -48,9 +57,9 @@ class EnsembleInferer(Inferer):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        axes = [int(a) for a in mirror_axes]
-        if len(set(axes)) != len(axes) or not set(axes) <= {0, 1, 2}:
-            raise ValueError(f"mirror_axes must be distinct spatial axes out of 0, 1, 2, got {list(mirror_axes)}.")
+        problem = mirror_axes_problem(mirror_axes)
+        if problem:
+            raise ValueError(f"mirror_axes {problem}.")
         if networks is not None and len(networks) == 0:
             raise ValueError("networks is empty: give at least one network, or None for the engine's.")
         self.inferer = inferer
