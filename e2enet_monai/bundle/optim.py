@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from numbers import Real
 
 import torch
 
@@ -24,7 +25,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str = "sgd", lr: 
     """
     if name not in OPTIMIZERS:
         raise InputError(f"--optimizer_name must be one of {OPTIMIZERS}, got {name!r}.")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not lr > 0:
         raise InputError(f"--learning_rate must be a number > 0, got {lr!r}.")
     params = [p for p in params if p.requires_grad]  # frozen sub-networks (e.g. a pretrained local net) stay out
     if name == "sgd":
