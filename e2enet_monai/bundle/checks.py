@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from e2enet_monai.data.checks import check_image, check_label
 from e2enet_monai.inferers.ensemble import mirror_axes_problem
 from e2enet_monai.sparse.settings import sparse_setting_problems
 from e2enet_monai.utils.errors import InputError, exit_on_input_error
+from e2enet_monai.utils.values import is_real, is_whole
 
 __all__ = ["WEIGHTS_CONFIGS", "check_checkpoint", "check_inference_run", "check_spatial_ids", "check_sparse_training",
            "check_training_run", "check_weights_fit_configs", "inference_items", "output_path"]
@@ -131,9 +131,9 @@ def check_training_run(train_data: Sequence[Mapping], val_data: Sequence[Mapping
 
 
 def _positive(values: object, count: int, whole: bool) -> bool:
-    kind = Integral if whole else Real
+    number = is_whole if whole else is_real
     return (isinstance(values, Sequence) and not isinstance(values, str) and len(values) == count
-            and all(isinstance(v, kind) and not isinstance(v, bool) and v > 0 for v in values))
+            and all(number(v) and v > 0 for v in values))
 
 
 @exit_on_input_error

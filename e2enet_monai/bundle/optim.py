@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from numbers import Real
 
 import torch
 
 from e2enet_monai.utils.errors import InputError, exit_on_input_error
+from e2enet_monai.utils.values import is_real
 
 __all__ = ["OPTIMIZERS", "make_optimizer"]
 
@@ -25,7 +25,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str = "sgd", lr: 
     """
     if name not in OPTIMIZERS:
         raise InputError(f"--optimizer_name must be one of {OPTIMIZERS}, got {name!r}.")
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not lr > 0:
+    if not (is_real(lr) and lr > 0):
         raise InputError(f"--learning_rate must be a number > 0, got {lr!r}.")
     params = [p for p in params if p.requires_grad]  # frozen sub-networks (e.g. a pretrained local net) stay out
     if name == "sgd":

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from numbers import Integral
 from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.inferers import Inferer
+
+from e2enet_monai.utils.values import is_whole
 
 __all__ = ["ACTIVATIONS", "EnsembleInferer", "mirror_axes_problem", "mirror_flips"]
 
@@ -23,8 +24,7 @@ ACTIVATIONS = ("softmax", "sigmoid")
 
 def mirror_axes_problem(axes: Sequence[int]) -> str | None:
     """What is wrong with ``axes`` as mirror axes (they must be distinct spatial axes out of 0, 1, 2), or None."""
-    whole = all(isinstance(a, Integral) and not isinstance(a, bool) for a in axes)
-    if whole and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}:
+    if all(is_whole(a) for a in axes) and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}:
         return None
     return f"must be distinct spatial axes out of 0, 1, 2, got {list(axes)}"
 
