@@ -3,7 +3,8 @@ E2ENet's fast execution (the transposed convolution as a 1x1x1 convolution and p
 fusion concatenation as one copy, inference max-pooling as maxima of strided views, inference (1, 3, 3) convolutions
 as 2D convolutions over depth slices, narrow convolutions trained through channels-last maps) against a reference
 written here with plain PyTorch ops: ``F.conv_transpose3d``, ``torch.cat``, ``F.max_pool3d``, ``F.conv3d`` and a
-slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 round-off.
+slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 round-off; the float32-only NNPACK
+path to float32 round-off of its FFT and Winograd forms.
 """
 
 import pytest
@@ -21,6 +22,7 @@ from e2enet_monai.networks.blocks import (
     ShiftConvBlock,
     StrideMaxPool3d,
     StrideTransposeConv3d,
+    nnpack_conv,
 )
 
 
@@ -150,6 +152,70 @@ def test_convolution_folds_a_depth_major_input_without_gradient_into_2d_convolut
             conv(x.contiguous())  # channels-first: nn.Conv3d
         assert torch.allclose(conv(x), expected, rtol=1e-12, atol=1e-14)  # with a gradient: nn.Conv3d
         assert folded == ([1] if folds else []), (kernel, stride)
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread (as the test suite runs), restored after the test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
+def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the_reference_outputs(monkeypatch,
+                                                                                                  one_thread):
+    torch.manual_seed(0)
+    net = E2ENet(in_channels=1, out_channels=4, channels=(32, 48, 64, 96), strides=(1, 2, 2, 2)).eval()
+    x = torch.randn(1, 1, 16, 64, 64)
+    expected = reference_e2enet(net.double(), x.double())[0]
+    net.float()
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution",
+                        lambda x, *args: calls.append(tuple(x.shape)) or nnpack(x, *args))
+    errors = {}
+    for mode in ("auto", "on", "off"):
+        for module in net.modules():
+            if isinstance(module, NarrowConv3d):
+                module.nnpack = mode
+        calls.clear()
+        with torch.no_grad():
+            errors[mode] = ((net(x).double() - expected).abs().max() / expected.abs().max()).item()
+        if mode == "auto":  # folded convolutions with at least 32 inputs on slices of at least 16 x 16
+            assert sorted(set(calls)) == [(4, 64, 16, 16), (4, 176, 16, 16), (8, 48, 32, 32), (8, 128, 32, 32)]
+        elif mode == "on":  # every stride-1 folded convolution, the 8 x 8 slices of the lowest level too
+            assert {c[2:] for c in calls} == {(32, 32), (16, 16), (8, 8)}
+        else:
+            assert calls == []
+    # float32 round-off: about 1e-5 of the logits' scale through NNPACK, about 1e-6 through oneDNN alone
+    assert errors["auto"] < 1e-4 and errors["on"] < 1e-4 and errors["off"] < 1e-5
+    with torch.enable_grad():  # a gradient to compute: no fold, no NNPACK
+        calls.clear()
+        net.train()(x)
+    assert calls == []
+
+
+def test_nnpack_rule_names_each_condition(monkeypatch, one_thread):
+    monkeypatch.setattr(torch.backends.nnpack, "is_available", lambda: True)
+    monkeypatch.setattr(nnpack_conv, "_pool_threads", [])
+    w = torch.zeros(8, 32, 3, 3)
+
+    def use(c=32, h=16, w_=16, stride=(1, 1), mode="auto", dtype=torch.float32):
+        return nnpack_conv.use_nnpack(torch.zeros(2, c, h, w_, dtype=dtype), w.to(dtype)[:, :c], stride, mode)
+
+    assert use() and use(h=8, w_=32)
+    assert not use(c=31) and not use(h=15) and not use(stride=(2, 2)) and not use(dtype=torch.float64)
+    assert use(c=31, h=4, mode="on") and not use(mode="off")
+    torch.set_num_threads(nnpack_conv.NNPACK_MAX_THREADS + 1)
+    assert not use() and use(mode="on")  # more threads than measured: only when asked for
+    monkeypatch.setattr(nnpack_conv, "_pool_threads", [1])  # NNPACK's pool was made with 1 thread
+    assert not use(mode="on")
+    with pytest.raises(ValueError, match=r"nnpack must be one of \('auto', 'on', 'off'\), got 'yes'"):
+        use(mode="yes")
+    with pytest.raises(ValueError, match=r"nnpack must be one of"):
+        NarrowConv3d(4, 4, (1, 3, 3), nnpack="yes")
 
 
 def test_stride_max_pool_equals_max_pool3d_and_keeps_its_gradient_in_training():

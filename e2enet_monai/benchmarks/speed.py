@@ -15,31 +15,39 @@ import torch.nn as nn
 from e2enet_monai.benchmarks.process import run_in_fresh_process
 from e2enet_monai.benchmarks.report import write_report
 from e2enet_monai.inferers.runtime import BACKENDS, exported_network
+from e2enet_monai.networks.blocks import NarrowConv3d
 from e2enet_monai.networks.nets.baselines import build_network
 from e2enet_monai.sparse import KernelMasks, compact_model
 from e2enet_monai.utils.memory import reuse_freed_memory
 
 __all__ = ["SPEED_NETWORKS", "benchmark_speed", "write_speed_report"]
 
-# row label -> (network name of build_network, density of E2ENet's mesh or None, sparse structure, channel multiple).
-# Random masks at the paper's density: "kernel" masks run densely (zeros are multiplied); "channel" masks are
-# compacted first (e2enet_monai.sparse.compact_model), so the mesh runs as smaller dense convolutions, with the kept
-# input channels of each convolution as they fall (19 of 96 at level 0) or rounded to multiples of 16
-SPEED_NETWORKS: dict[str, tuple[str, float | None, str, int]] = {
-    "e2enet (dense)": ("e2enet", None, "kernel", 1),
-    "e2enet (kernel-sparse 0.2)": ("e2enet", 0.2, "kernel", 1),
-    "e2enet (channel-sparse 0.2 compacted)": ("e2enet", 0.2, "channel", 1),
-    "e2enet (16-aligned channel-sparse 0.2 compacted)": ("e2enet", 0.2, "channel", 16),
-    "dynunet (nnU-Net-like)": ("dynunet", None, "kernel", 1),
-    "segresnet": ("segresnet", None, "kernel", 1),
+# row label -> (network name of build_network, density of E2ENet's mesh or None, sparse structure, channel multiple,
+# NNPACK mode of E2ENet's depth-folded convolutions). Random masks at the paper's density: "kernel" masks run densely
+# (zeros are multiplied); "channel" masks are compacted first (e2enet_monai.sparse.compact_model), so the mesh runs as
+# smaller dense convolutions, with the kept input channels of each convolution as they fall (19 of 96 at level 0) or
+# rounded to multiples of 16. The "without NNPACK" rows are the same networks with oneDNN alone (torch only: the
+# exported networks have no NNPACK path).
+SPEED_NETWORKS: dict[str, tuple[str, float | None, str, int, str]] = {
+    "e2enet (dense)": ("e2enet", None, "kernel", 1, "auto"),
+    "e2enet (dense without NNPACK)": ("e2enet", None, "kernel", 1, "off"),
+    "e2enet (kernel-sparse 0.2)": ("e2enet", 0.2, "kernel", 1, "auto"),
+    "e2enet (channel-sparse 0.2 compacted)": ("e2enet", 0.2, "channel", 1, "auto"),
+    "e2enet (16-aligned channel-sparse 0.2 compacted)": ("e2enet", 0.2, "channel", 16, "auto"),
+    "e2enet (16-aligned channel-sparse 0.2 compacted without NNPACK)": ("e2enet", 0.2, "channel", 16, "off"),
+    "dynunet (nnU-Net-like)": ("dynunet", None, "kernel", 1, "auto"),
+    "segresnet": ("segresnet", None, "kernel", 1, "auto"),
 }
 BASELINE = "dynunet (nnU-Net-like)"
 
 
 def _build(label: str, in_channels: int, out_channels: int, seed: int) -> nn.Module:
-    name, density, structure, multiple = SPEED_NETWORKS[label]
+    name, density, structure, multiple, nnpack = SPEED_NETWORKS[label]
     torch.manual_seed(seed)
     net = build_network(name, in_channels, out_channels).eval()
+    for module in net.modules():
+        if isinstance(module, NarrowConv3d):
+            module.nnpack = nnpack
     if density is not None:
         masks = KernelMasks.random(net, density, "uniform", net.mesh_parameter_names(), seed=seed, structure=structure,
                                     channel_multiple=multiple)
@@ -90,8 +98,9 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
     Median CPU forward time (batch 1, float32) of every network in ``networks`` (labels of :data:`SPEED_NETWORKS`)
     in every runtime of ``runtimes`` (``torch`` eager under ``torch.inference_mode``, or the network exported to
     ONNX and run by ``onnxruntime`` / ``openvino``, see :func:`~e2enet_monai.inferers.exported_network`) at every
-    spatial shape and intra-op thread count. Each runtime runs in a fresh process (their memory pools do not add
-    up); in it, for each shape and thread count, every network runs once to warm up (and export), then ``repeats``
+    spatial shape and intra-op thread count. Each runtime and thread count runs in a fresh process (the runtimes'
+    memory pools do not add up, and PyTorch's NNPACK keeps the thread count of its first call); in it, for each
+    shape, every network runs once to warm up (and export), then ``repeats``
     rounds each run every network once in turn, so a slower or faster spell of the machine falls on all of them
     alike. With ``reuse_memory`` the torch process first keeps freed memory for reuse
     (:func:`~e2enet_monai.utils.memory.reuse_freed_memory`), as the bundles do with ``inference_backend`` torch;
@@ -106,10 +115,14 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
                          f"{unknown}) and repeats >= 1 (got {repeats}).")
     rows = []
     for runtime in runtimes:
-        spec = {"runtime": runtime, "networks": list(networks), "shapes": [list(s) for s in shapes],
-                "threads": [int(t) for t in threads], "repeats": repeats, "in_channels": in_channels,
-                "out_channels": out_channels, "seed": seed, "reuse_memory": reuse_memory and runtime == "torch"}
-        rows += run_in_fresh_process(_runtime_worker, spec, f"speed benchmark in {runtime}")["rows"]
+        # NNPACK exists in torch only: the exported networks are the same with it on or off
+        labels = [n for n in networks if runtime == "torch" or SPEED_NETWORKS[n][4] != "off"]
+        for n_threads in threads:  # NNPACK's thread pool keeps the thread count of its first call: a process each
+            spec = {"runtime": runtime, "networks": labels, "shapes": [list(s) for s in shapes],
+                    "threads": [int(n_threads)], "repeats": repeats, "in_channels": in_channels,
+                    "out_channels": out_channels, "seed": seed, "reuse_memory": reuse_memory and runtime == "torch"}
+            rows += run_in_fresh_process(_runtime_worker, spec,
+                                         f"speed benchmark in {runtime} with {n_threads} thread(s)")["rows"]
     for row in rows:
         base = next((b["seconds"] for b in rows if b["network"] == BASELINE and b["runtime"] == row["runtime"]
                      and b["shape"] == row["shape"] and b["threads"] == row["threads"]), None)

@@ -2,6 +2,7 @@ from e2enet_monai.networks.blocks.depth_shift import DepthShift, depth_shift_off
 from e2enet_monai.networks.blocks.fusion_node import FusionNode
 from e2enet_monai.networks.blocks.instance_norm import FastInstanceNorm3d
 from e2enet_monai.networks.blocks.narrow_conv import NARROW_CHANNELS, NarrowConv3d
+from e2enet_monai.networks.blocks.nnpack_conv import NNPACK_MODES
 from e2enet_monai.networks.blocks.patch_aggregation import PatchAccumulator
 from e2enet_monai.networks.blocks.patch_fusion import PATCH_FUSIONS, ClassGate, ConvFusion
 from e2enet_monai.networks.blocks.patch_selection import adaptive_k, gumbel_topk, topk_indices
@@ -19,6 +20,7 @@ __all__ = [
     "FastInstanceNorm3d",
     "FusionNode",
     "NARROW_CHANNELS",
+    "NNPACK_MODES",
     "NarrowConv3d",
     "PATCH_FUSIONS",
     "PatchAccumulator",

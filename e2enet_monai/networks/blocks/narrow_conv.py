@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from e2enet_monai.networks.blocks.nnpack_conv import NNPACK_MODES, conv2d
 
 __all__ = ["NARROW_CHANNELS", "NarrowConv3d"]
 
@@ -35,13 +36,17 @@ class NarrowConv3d(nn.Conv3d):
     writes it for ``ShiftConvBlock``) runs as a 2D convolution over the ``B * D`` slices, which that layout holds as
     a view, and returns a channels-first copy of the result: the same weights and arithmetic, outputs equal to
     float round-off. Any other input is convolved as ``nn.Conv3d`` does, and so is a one-channel or one-slice input,
-    which is depth-major and channels-first at once.
+    which is depth-major and channels-first at once. The folded 2D convolution goes through NNPACK where
+    ``nnpack_conv.use_nnpack`` says so (with ``"auto"``: float32 on CPU, at most 2 threads, at least 32 input
+    channels, slices of at least 16 x 16), else through oneDNN.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, bias, device, dtype: as ``nn.Conv3d`` (no
             dilation, groups or padding modes).
         channels_last_training: ``False`` turns the channels-last path off (``nn.Conv3d`` in every case); an
             attribute, so it can be switched on a built network too.
+        nnpack: ``"auto"``, ``"on"`` or ``"off"``: when the depth-folded path uses NNPACK (see
+            ``nnpack_conv.use_nnpack``); an attribute too.
 
     Shape:
         ``(B, C_in, D, H, W)`` -> ``(B, C_out, D', H', W')``, channels-first in and out.
@@ -49,11 +54,14 @@ class NarrowConv3d(nn.Conv3d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int] | int,
                  stride: Sequence[int] | int = 1, padding: Sequence[int] | int = 0, bias: bool = True,
-                 channels_last_training: bool = True, device: torch.device | None = None,
+                 channels_last_training: bool = True, nnpack: str = "auto", device: torch.device | None = None,
                  dtype: torch.dtype | None = None) -> None:
+        if nnpack not in NNPACK_MODES:
+            raise ValueError(f"nnpack must be one of {NNPACK_MODES}, got {nnpack!r}.")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias,  # type: ignore[arg-type]
                          device=device, dtype=dtype)
         self.channels_last_training = channels_last_training
+        self.nnpack = nnpack
         self.narrow = out_channels < NARROW_CHANNELS  # an attribute: TorchScript cannot read the module's constant
         self.depth_foldable = self.kernel_size[0] == 1 and self.stride[0] == 1  # each output slice from one input slice
 
@@ -72,6 +80,6 @@ class NarrowConv3d(nn.Conv3d):
     def _depth_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: ``(B, C_in, D, H, W)``, depth-major -> ``(B, C_out, D, H', W')``, channels-first."""
         b, c, d, h, w = x.shape
-        y = F.conv2d(x.transpose(1, 2).reshape(b * d, c, h, w), self.weight.squeeze(2), self.bias, self.stride[1:],
-                     self.padding[1:])
+        y = conv2d(x.transpose(1, 2).reshape(b * d, c, h, w), self.weight.squeeze(2), self.bias, self.stride[1:],
+                   self.padding[1:], self.nnpack)
         return y.view(b, d, *y.shape[1:]).transpose(1, 2).contiguous()

@@ -117,6 +117,7 @@ def _narrow_copy(conv: nn.Conv3d, weight: torch.Tensor) -> NarrowConv3d:
     new = nn.utils.skip_init(NarrowConv3d, weight.shape[1], conv.out_channels, conv.kernel_size, conv.stride,
                              conv.padding, bias=conv.bias is not None,
                              channels_last_training=getattr(conv, "channels_last_training", True),
+                             nnpack=getattr(conv, "nnpack", "auto"),
                              device=weight.device, dtype=weight.dtype)
     new.weight.copy_(weight)
     if conv.bias is not None:
