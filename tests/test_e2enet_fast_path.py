@@ -24,6 +24,7 @@ from e2enet_monai.networks.blocks import (
     StrideTransposeConv3d,
     nnpack_conv,
 )
+from e2enet_monai.networks.utils import set_nnpack
 
 
 def reference_shift(x: torch.Tensor, shift: DepthShift) -> torch.Tensor:
@@ -177,9 +178,7 @@ def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the
                         lambda x, *args: calls.append(tuple(x.shape)) or nnpack(x, *args))
     errors = {}
     for mode in ("auto", "on", "off"):
-        for module in net.modules():
-            if isinstance(module, NarrowConv3d):
-                module.nnpack = mode
+        set_nnpack(net, mode)
         calls.clear()
         with torch.no_grad():
             errors[mode] = ((net(x).double() - expected).abs().max() / expected.abs().max()).item()
@@ -216,6 +215,8 @@ def test_nnpack_rule_names_each_condition(monkeypatch, one_thread):
         use(mode="yes")
     with pytest.raises(ValueError, match=r"nnpack must be one of"):
         NarrowConv3d(4, 4, (1, 3, 3), nnpack="yes")
+    with pytest.raises(ValueError, match=r"nnpack must be one of"):
+        set_nnpack(E2ENet(in_channels=1, out_channels=2, channels=(4, 8), strides=(1, 2)), "yes")
 
 
 def test_stride_max_pool_equals_max_pool3d_and_keeps_its_gradient_in_training():

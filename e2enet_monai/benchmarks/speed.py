@@ -15,8 +15,8 @@ import torch.nn as nn
 from e2enet_monai.benchmarks.process import run_in_fresh_process
 from e2enet_monai.benchmarks.report import write_report
 from e2enet_monai.inferers.runtime import BACKENDS, exported_network
-from e2enet_monai.networks.blocks import NarrowConv3d
 from e2enet_monai.networks.nets.baselines import build_network
+from e2enet_monai.networks.utils import set_nnpack
 from e2enet_monai.sparse import KernelMasks, compact_model
 from e2enet_monai.utils.memory import reuse_freed_memory
 
@@ -44,10 +44,7 @@ BASELINE = "dynunet (nnU-Net-like)"
 def _build(label: str, in_channels: int, out_channels: int, seed: int) -> nn.Module:
     name, density, structure, multiple, nnpack = SPEED_NETWORKS[label]
     torch.manual_seed(seed)
-    net = build_network(name, in_channels, out_channels).eval()
-    for module in net.modules():
-        if isinstance(module, NarrowConv3d):
-            module.nnpack = nnpack
+    net = set_nnpack(build_network(name, in_channels, out_channels).eval(), nnpack)
     if density is not None:
         masks = KernelMasks.random(net, density, "uniform", net.mesh_parameter_names(), seed=seed, structure=structure,
                                     channel_multiple=multiple)

@@ -41,8 +41,9 @@ class ShiftConvBlock(nn.Module):
     (a 96 -> 48 fusion node at 96 x 128 x 128: 1.72 s against 2.19 s, copies included), 24-32 outputs 2-5 % slower,
     64-192 the same, and all of them the same on 1 thread, so it looks like the 3D kernel's split of the work
     between threads (one-off timings, 2026-12-04; the forward pass of the whole paper network: "CPU speed side by
-    side" in the README). Setting ``fold_depth`` switches it on or off on a built network; training, TorchScript and
-    ONNX export keep the 3D convolution.
+    side" in the README). The folded convolution goes through NNPACK where ``nnpack_conv.use_nnpack`` says so
+    (``NarrowConv3d.nnpack``). Setting ``fold_depth`` switches the fold on or off on a built network; training,
+    TorchScript and ONNX export keep the 3D convolution.
 
     Shape:
         ``(B, in_channels, D, H, W)`` -> ``(B, out_channels, D / s_d, H / s_h, W / s_w)``.
