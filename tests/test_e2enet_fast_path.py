@@ -156,17 +156,20 @@ def test_convolution_folds_a_depth_major_input_without_gradient_into_2d_convolut
 
 
 @pytest.fixture
-def one_thread():
-    """One PyTorch thread (as the test suite runs), restored after the test."""
+def pool_threads():
+    """
+    PyTorch's thread count set to that of NNPACK's pool where an earlier test in this process made it (NNPACK is
+    only used at that count), else to 1; restored after the test.
+    """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(nnpack_conv._pool_threads[0] if nnpack_conv._pool_threads else 1)
     yield
     torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
 def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the_reference_outputs(monkeypatch,
-                                                                                                  one_thread):
+                                                                                                  pool_threads):
     torch.manual_seed(0)
     net = E2ENet(in_channels=1, out_channels=4, channels=(32, 48, 64, 96), strides=(1, 2, 2, 2)).eval()
     x = torch.randn(1, 1, 16, 64, 64)
@@ -196,7 +199,7 @@ def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the
     assert calls == []
 
 
-def test_nnpack_rule_names_each_condition(monkeypatch, one_thread):
+def test_nnpack_rule_names_each_condition(monkeypatch, pool_threads):
     monkeypatch.setattr(torch.backends.nnpack, "is_available", lambda: True)
     monkeypatch.setattr(nnpack_conv, "_pool_threads", [])
     w = torch.zeros(8, 32, 3, 3)
