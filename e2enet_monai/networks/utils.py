@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from e2enet_monai.networks.blocks.narrow_conv import NarrowConv3d
-from e2enet_monai.networks.blocks.nnpack_conv import NNPACK_MODES
+from e2enet_monai.networks.blocks.nnpack_conv import check_nnpack_mode
 
 __all__ = ["set_nnpack", "unwrap_parallel"]
 
@@ -16,8 +16,7 @@ def set_nnpack(network: nn.Module, mode: str) -> nn.Module:
     its depth-folded inference through NNPACK: ``"auto"`` (the default), ``"on"`` or ``"off"`` (see
     ``nnpack_conv.use_nnpack``). Returns ``network``.
     """
-    if mode not in NNPACK_MODES:
-        raise ValueError(f"nnpack must be one of {NNPACK_MODES}, got {mode!r}.")
+    check_nnpack_mode(mode)
     for module in network.modules():
         if isinstance(module, NarrowConv3d):
             module.nnpack = mode

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from e2enet_monai.networks.blocks.nnpack_conv import NNPACK_MODES, conv2d
+from e2enet_monai.networks.blocks.nnpack_conv import check_nnpack_mode, conv2d
 
 __all__ = ["NARROW_CHANNELS", "NarrowConv3d"]
 
@@ -56,8 +56,7 @@ class NarrowConv3d(nn.Conv3d):
                  stride: Sequence[int] | int = 1, padding: Sequence[int] | int = 0, bias: bool = True,
                  channels_last_training: bool = True, nnpack: str = "auto", device: torch.device | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        if nnpack not in NNPACK_MODES:
-            raise ValueError(f"nnpack must be one of {NNPACK_MODES}, got {nnpack!r}.")
+        check_nnpack_mode(nnpack)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias,  # type: ignore[arg-type]
                          device=device, dtype=dtype)
         self.channels_last_training = channels_last_training

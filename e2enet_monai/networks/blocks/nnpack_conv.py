@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NNPACK_MAX_THREADS", "NNPACK_MIN_IN_CHANNELS", "NNPACK_MIN_PIXELS", "NNPACK_MODES", "conv2d",
-           "use_nnpack"]
+__all__ = ["NNPACK_MAX_THREADS", "NNPACK_MIN_IN_CHANNELS", "NNPACK_MIN_PIXELS", "NNPACK_MODES", "check_nnpack_mode",
+           "conv2d", "use_nnpack"]
 
 NNPACK_MODES = ("auto", "on", "off")
 # the "auto" rule, from E2ENet's folded (1, 3, 3) convolutions timed both ways inside the paper network (README,
 # "Fast exact execution on CPU"): gains on 1 and 2 threads (more were not measured), losses with fewer input
-# channels (16 -> 48 at full resolution: 1.3x oneDNN's time) and on slices smaller than 16 x 16 (2-7x)
+# channels (16 -> 48 at full resolution: 1.3-1.5x oneDNN's time) and on slices of 8 x 8 or smaller (1.5-7x)
 NNPACK_MAX_THREADS = 2
 NNPACK_MIN_IN_CHANNELS = 32
 NNPACK_MIN_PIXELS = 16 * 16
@@ -21,6 +21,13 @@ NNPACK_MIN_PIXELS = 16 * 16
 # PyTorch sizes NNPACK's thread pool once per process, with its thread count at NNPACK's first call; later calls
 # keep that pool whatever torch.get_num_threads() says, so NNPACK is only used while the two agree
 _pool_threads: list[int] = []
+
+
+def check_nnpack_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`NNPACK_MODES`, else a ``ValueError`` naming them."""
+    if mode not in NNPACK_MODES:
+        raise ValueError(f"nnpack must be one of {NNPACK_MODES}, got {mode!r}.")
+    return mode
 
 
 def use_nnpack(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], mode: str = "auto") -> bool:
@@ -34,10 +41,8 @@ def use_nnpack(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], mod
     Shape:
         ``x``: ``(N, C_in, H, W)``; ``weight``: ``(C_out, C_in, kH, kW)``.
     """
-    if mode not in NNPACK_MODES:
-        raise ValueError(f"nnpack must be one of {NNPACK_MODES}, got {mode!r}.")
-    if mode == "off" or tuple(stride) != (1, 1) or x.dtype != torch.float32 or weight.dtype != torch.float32 \
-            or x.device.type != "cpu" or not torch.backends.nnpack.is_available():
+    if check_nnpack_mode(mode) == "off" or tuple(stride) != (1, 1) or x.dtype != torch.float32 \
+            or weight.dtype != torch.float32 or x.device.type != "cpu" or not torch.backends.nnpack.is_available():
         return False
     threads = torch.get_num_threads()
     if _pool_threads and _pool_threads[0] != threads:
