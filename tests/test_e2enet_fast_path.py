@@ -199,6 +199,24 @@ def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the
     assert calls == []
 
 
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
+def test_nnpack_in_chunks_of_slices_fills_the_same_output(monkeypatch, pool_threads):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(7, 32, 20, 24), torch.randn(5, 32, 3, 3), torch.randn(5)
+    expected = F.conv2d(x.double(), w.double(), b.double(), 1, (1, 0))
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution",
+                        lambda x, *args: calls.append(x.shape[0]) or nnpack(x, *args))
+    for chunk, sizes in ((3, [3, 3, 1]), (7, [7])):
+        monkeypatch.setattr(nnpack_conv, "nnpack_chunk", lambda x, chunk=chunk: chunk)
+        calls.clear()
+        with torch.no_grad():
+            out = nnpack_conv.conv2d(x, w, b, (1, 1), (1, 0), "on")
+        assert calls == sizes and out.shape == expected.shape == (7, 5, 20, 22)
+        assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+
+
 def test_nnpack_rule_names_each_condition(monkeypatch, pool_threads):
     monkeypatch.setattr(torch.backends.nnpack, "is_available", lambda: True)
     monkeypatch.setattr(nnpack_conv, "_pool_threads", [])
@@ -214,6 +232,12 @@ def test_nnpack_rule_names_each_condition(monkeypatch, pool_threads):
     assert not use() and use(mode="on")  # more threads than measured: only when asked for
     monkeypatch.setattr(nnpack_conv, "_pool_threads", [1])  # NNPACK's pool was made with 1 thread
     assert not use(mode="on")
+    # calls of 8 slices with 1 thread on slices of 128 x 128 pixels or more, else all slices in one call
+    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 128, 128)) == 20
+    torch.set_num_threads(1)
+    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 128, 128)) == nnpack_conv.NNPACK_CHUNK_SLICES == 8
+    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 64, 256)) == 8
+    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 127, 128)) == 20
     with pytest.raises(ValueError, match=r"nnpack must be one of \('auto', 'on', 'off'\), got 'yes'"):
         use(mode="yes")
     with pytest.raises(ValueError, match=r"nnpack must be one of"):
