@@ -55,33 +55,34 @@ def _build(label: str, in_channels: int, out_channels: int, seed: int) -> nn.Mod
 
 
 def _runtime_worker(spec: dict, queue) -> None:
-    """One runtime's measurements in a fresh process (see :func:`benchmark_speed`); puts ``{"rows": [...]}``."""
+    """One runtime's measurements at one thread count in a fresh process (see :func:`benchmark_speed`); puts
+    ``{"rows": [...]}``."""
     try:
         if spec["reuse_memory"]:
             reuse_freed_memory()
         runtime = spec["runtime"]
         models = {label: _build(label, spec["in_channels"], spec["out_channels"], spec["seed"])
                   for label in spec["networks"]}
+        n_threads = spec["threads"]
+        torch.set_num_threads(n_threads)
         rows = []
         for shape in spec["shapes"]:
             x = torch.randn(1, spec["in_channels"], *shape, generator=torch.Generator().manual_seed(spec["seed"]))
-            for n_threads in spec["threads"]:
-                torch.set_num_threads(int(n_threads))
-                # exported per thread count: a runtime fixes its threads when its session is made
-                runs = {label: exported_network(model, runtime, int(n_threads)) for label, model in models.items()}
-                times: dict[str, list[float]] = {label: [] for label in runs}
-                with torch.inference_mode():
-                    for run in runs.values():
-                        run(x)  # warm-up (and export)
-                    for _ in range(spec["repeats"]):
-                        for label, run in runs.items():
-                            start = time.perf_counter()
-                            run(x)
-                            times[label].append(time.perf_counter() - start)
-                del runs  # the sessions' memory, before the next thread count
-                for label, timed in times.items():
-                    rows.append({"network": label, "runtime": runtime, "shape": list(shape),
-                                 "threads": int(n_threads), "seconds": statistics.median(timed), "runs": timed})
+            # a runtime fixes its threads when its session is made
+            runs = {label: exported_network(model, runtime, n_threads) for label, model in models.items()}
+            times: dict[str, list[float]] = {label: [] for label in runs}
+            with torch.inference_mode():
+                for run in runs.values():
+                    run(x)  # warm-up (and export)
+                for _ in range(spec["repeats"]):
+                    for label, run in runs.items():
+                        start = time.perf_counter()
+                        run(x)
+                        times[label].append(time.perf_counter() - start)
+            del runs  # the sessions' memory, before the next shape
+            for label, timed in times.items():
+                rows.append({"network": label, "runtime": runtime, "shape": list(shape), "threads": n_threads,
+                             "seconds": statistics.median(timed), "runs": timed})
         queue.put({"rows": rows})
     except Exception as err:  # reported to the parent with the runtime's name
         queue.put({"error": f"{type(err).__name__}: {err}"})
@@ -116,7 +117,7 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
         labels = [n for n in networks if runtime == "torch" or SPEED_NETWORKS[n][4] != "off"]
         for n_threads in threads:  # NNPACK's thread pool keeps the thread count of its first call: a process each
             spec = {"runtime": runtime, "networks": labels, "shapes": [list(s) for s in shapes],
-                    "threads": [int(n_threads)], "repeats": repeats, "in_channels": in_channels,
+                    "threads": int(n_threads), "repeats": repeats, "in_channels": in_channels,
                     "out_channels": out_channels, "seed": seed, "reuse_memory": reuse_memory and runtime == "torch"}
             rows += run_in_fresh_process(_runtime_worker, spec,
                                          f"speed benchmark in {runtime} with {n_threads} thread(s)")["rows"]
