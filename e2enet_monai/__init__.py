@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__version__ = "0.9.8"
+__version__ = "0.9.9"
 
 SUBPACKAGES = ("apps", "benchmarks", "bundle", "data", "handlers", "inferers", "losses", "networks", "release",
                "segment", "sparse", "transforms", "utils")

@@ -7,8 +7,12 @@ slice-and-pad depth shift. Same weights, outputs and gradients equal to float64 
 path to float32 round-off of its FFT and Winograd forms.
 """
 
+import os
+import threading
+
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
@@ -156,20 +160,23 @@ def test_convolution_folds_a_depth_major_input_without_gradient_into_2d_convolut
 
 
 @pytest.fixture
-def pool_threads():
+def one_thread():
     """
-    PyTorch's thread count set to that of NNPACK's pool where an earlier test in this process made it (NNPACK is
-    only used at that count), else to 1; restored after the test.
+    PyTorch's thread count set to 1 for the test and restored after it; NNPACK's first call in this process (which
+    makes its 1-thread pool) made before the test, so that the test counts only its own calls.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(nnpack_conv._pool_threads[0] if nnpack_conv._pool_threads else 1)
+    torch.set_num_threads(1)
+    if torch.backends.nnpack.is_available():
+        with torch.no_grad():
+            nnpack_conv.conv2d(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None, (1, 1), (1, 1), "on")
     yield
     torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
 def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the_reference_outputs(monkeypatch,
-                                                                                                  pool_threads):
+                                                                                                  one_thread):
     torch.manual_seed(0)
     net = E2ENet(in_channels=1, out_channels=4, channels=(32, 48, 64, 96), strides=(1, 2, 2, 2)).eval()
     x = torch.randn(1, 1, 16, 64, 64)
@@ -200,46 +207,68 @@ def test_float32_inference_takes_nnpack_for_wide_inputs_on_large_slices_with_the
 
 
 @pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
-def test_nnpack_in_chunks_of_slices_fills_the_same_output(monkeypatch, pool_threads):
+def test_nnpack_in_chunks_of_slices_and_in_parallel_threads_fills_the_same_output(monkeypatch, one_thread):
     torch.manual_seed(0)
-    x, w, b = torch.randn(7, 32, 20, 24), torch.randn(5, 32, 3, 3), torch.randn(5)
-    expected = F.conv2d(x.double(), w.double(), b.double(), 1, (1, 0))
+    x = torch.randn(7, 32, 20, 24)
+    w, b = nn.Parameter(torch.randn(5, 32, 3, 3)), nn.Parameter(torch.randn(5))  # a network's: they need gradients
+    with torch.no_grad():
+        expected = F.conv2d(x.double(), w.double(), b.double(), 1, (1, 0))
     calls = []
     nnpack = torch._nnpack_spatial_convolution
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution",
-                        lambda x, *args: calls.append(x.shape[0]) or nnpack(x, *args))
+                        lambda x, *args: calls.append((threading.current_thread().name.split("_")[0], x.shape[0]))
+                        or nnpack(x, *args))
+    main, helper = threading.current_thread().name, "e2enet-nnpack"
     outs = []
-    for chunk, sizes in ((3, [3, 3, 1]), (7, [7])):
+    # 1 thread: calls of the chunk in this thread; 2 threads: slices 0-3 here and 4-6 in a helper thread at once
+    for threads, chunk, sizes in ((1, 3, [(main, 3), (main, 3), (main, 1)]), (1, 7, [(main, 7)]),
+                                  (2, 3, [(main, 3), (main, 1), (helper, 3)]), (2, 8, [(main, 4), (helper, 3)])):
+        torch.set_num_threads(threads)
         monkeypatch.setattr(nnpack_conv, "nnpack_chunk", lambda x, chunk=chunk: chunk)
         calls.clear()
-        with torch.no_grad():
-            outs.append(nnpack_conv.conv2d(x, w, b, (1, 1), (1, 0), "on"))
-        assert calls == sizes and outs[-1].shape == expected.shape == (7, 5, 20, 22)
-        assert ((outs[-1].double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
-    assert torch.equal(outs[0], outs[1])  # NNPACK computes each slice alone: chunks change no bit
+        out = torch.full((5, 7, 20, 22), float("nan")).transpose(0, 1)  # a view, as NarrowConv3d writes into
+        # the helper thread takes the caller's mode (else writing into an inference tensor or a no-grad view fails)
+        with torch.inference_mode() if chunk == 8 else torch.no_grad():
+            assert nnpack_conv.conv2d(x, w, b, (1, 1), (1, 0), "on", out=out) is out
+        assert sorted(calls) == sorted(sizes)
+        assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
+        outs.append(out)
+    # NNPACK computes each slice alone: neither the chunks nor the threads change a bit
+    assert all(torch.equal(out, outs[0]) for out in outs)
 
 
-def test_nnpack_rule_names_each_condition(monkeypatch, pool_threads):
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this PyTorch build has no NNPACK")
+def test_a_forked_child_makes_its_own_nnpack_helper_threads(one_thread):
+    torch.set_num_threads(2)
+    x, w = torch.randn(4, 32, 8, 8), torch.randn(3, 32, 3, 3)
+    with torch.no_grad():
+        nnpack_conv.conv2d(x, w, None, (1, 1), (1, 1), "on")
+    assert list(nnpack_conv._workers) == [1]
+    pid = os.fork()
+    if pid == 0:  # the parent's helper thread does not exist here: its executor is forgotten
+        os._exit(0 if not nnpack_conv._workers else 1)
+    assert os.waitpid(pid, 0)[1] == 0 and list(nnpack_conv._workers) == [1]
+
+
+def test_nnpack_rule_names_each_condition(monkeypatch, one_thread):
     monkeypatch.setattr(torch.backends.nnpack, "is_available", lambda: True)
-    monkeypatch.setattr(nnpack_conv, "_pool_threads", [])
     w = torch.zeros(8, 32, 3, 3)
 
-    def use(c=32, h=16, w_=16, stride=(1, 1), mode="auto", dtype=torch.float32):
+    def use(c=32, h=12, w_=12, stride=(1, 1), mode="auto", dtype=torch.float32):
         return nnpack_conv.use_nnpack(torch.zeros(2, c, h, w_, dtype=dtype), w.to(dtype)[:, :c], stride, mode)
 
-    assert use() and use(h=8, w_=32)
-    assert not use(c=31) and not use(h=15) and not use(stride=(2, 2)) and not use(dtype=torch.float64)
+    assert use() and use(h=6, w_=24)
+    assert not use(c=31) and not use(h=11) and not use(stride=(2, 2)) and not use(dtype=torch.float64)
     assert use(c=31, h=4, mode="on") and not use(mode="off")
+    torch.set_num_threads(nnpack_conv.NNPACK_MAX_THREADS)
+    assert use()
     torch.set_num_threads(nnpack_conv.NNPACK_MAX_THREADS + 1)
     assert not use() and use(mode="on")  # more threads than measured: only when asked for
-    monkeypatch.setattr(nnpack_conv, "_pool_threads", [1])  # NNPACK's pool was made with 1 thread
-    assert not use(mode="on")
-    # calls of 8 slices with 1 thread on slices of 128 x 128 pixels or more, else all slices in one call
-    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 128, 128)) == 20
-    torch.set_num_threads(1)
-    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 128, 128)) == nnpack_conv.NNPACK_CHUNK_SLICES == 8
-    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 64, 256)) == 8
-    assert nnpack_conv.nnpack_chunk(torch.zeros(20, 32, 127, 128)) == 20
+    # calls of at least 8 slices and 64k pixels: 8 of 128 x 128 or 96 x 96, 16 of 64 x 64, 113 of 24 x 24
+    chunk = nnpack_conv.nnpack_chunk
+    assert nnpack_conv.NNPACK_CHUNK_SLICES == 8 and nnpack_conv.NNPACK_CHUNK_PIXELS == 65536
+    assert chunk(torch.zeros(20, 32, 128, 128)) == chunk(torch.zeros(20, 32, 96, 96)) == 8
+    assert chunk(torch.zeros(20, 32, 64, 64)) == 16 and chunk(torch.zeros(20, 32, 24, 24)) == 113
     with pytest.raises(ValueError, match=r"nnpack must be one of \('auto', 'on', 'off'\), got 'yes'"):
         use(mode="yes")
     with pytest.raises(ValueError, match=r"nnpack must be one of"):

@@ -78,7 +78,11 @@ class NarrowConv3d(nn.Conv3d):
     @torch.jit.unused
     def _depth_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: ``(B, C_in, D, H, W)``, depth-major -> ``(B, C_out, D, H', W')``, channels-first."""
-        b, c, d, h, w = x.shape
-        y = conv2d(x.transpose(1, 2).reshape(b * d, c, h, w), self.weight.squeeze(2), self.bias, self.stride[1:],
-                   self.padding[1:], self.nnpack)
-        return y.view(b, d, *y.shape[1:]).transpose(1, 2).contiguous()
+        b, _, d, h, w = x.shape
+        size = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip((h, w), self.padding[1:], self.kernel_size[1:],
+                                                                 self.stride[1:])]
+        out = x.new_empty(b, self.out_channels, d, *size)
+        for i in range(b):  # each sample's (D, C_in, H, W) slices, a view; written straight into the result
+            conv2d(x[i].transpose(0, 1), self.weight.squeeze(2), self.bias, self.stride[1:], self.padding[1:],
+                   self.nnpack, out=out[i].transpose(0, 1))
+        return out
