@@ -34,11 +34,11 @@ class NarrowConv3d(nn.Conv3d):
     Without a gradient to compute, a (1, k, k) convolution with a depth stride of 1 given a *depth-major* input (a
     ``(B, D, C, H, W)`` tensor seen through ``transpose(1, 2)``, as ``DepthShift.concat(..., depth_major=True)``
     writes it for ``ShiftConvBlock``) runs as a 2D convolution over the ``B * D`` slices, which that layout holds as
-    a view, and returns a channels-first copy of the result: the same weights and arithmetic, outputs equal to
-    float round-off. Any other input is convolved as ``nn.Conv3d`` does, and so is a one-channel or one-slice input,
-    which is depth-major and channels-first at once. The folded 2D convolution goes through NNPACK where
-    ``nnpack_conv.use_nnpack`` says so (with ``"auto"``: float32 on CPU, at most 2 threads, at least 32 input
-    channels, slices of at least 16 x 16), else through oneDNN.
+    a view, and writes its result straight into a channels-first output: the same weights and arithmetic, outputs
+    equal to float round-off. Any other input is convolved as ``nn.Conv3d`` does, and so is a one-channel or
+    one-slice input, which is depth-major and channels-first at once. The folded 2D convolution goes through NNPACK
+    where ``nnpack_conv.use_nnpack`` says so (with ``"auto"``: float32 on CPU, at most 2 threads, at least 32 input
+    channels, slices of at least 12 x 12), else through oneDNN.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, bias, device, dtype: as ``nn.Conv3d`` (no
@@ -81,7 +81,7 @@ class NarrowConv3d(nn.Conv3d):
         b, _, d, h, w = x.shape
         size = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip((h, w), self.padding[1:], self.kernel_size[1:],
                                                                  self.stride[1:])]
-        out = x.new_empty(b, self.out_channels, d, *size)
+        out = x.new_empty((b, self.out_channels, d, *size))  # a tuple: MONAI's MetaTensor takes no varargs
         for i in range(b):  # each sample's (D, C_in, H, W) slices, a view; written straight into the result
             conv2d(x[i].transpose(0, 1), self.weight.squeeze(2), self.bias, self.stride[1:], self.padding[1:],
                    self.nnpack, out=out[i].transpose(0, 1))

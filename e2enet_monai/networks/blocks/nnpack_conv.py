@@ -94,8 +94,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
         y = F.conv2d(x, weight, bias, tuple(stride), tuple(padding))
         return y if out is None else out.copy_(y)
     if out is None:  # stride 1: the sizes are known
-        out = x.new_empty(x.shape[0], weight.shape[0], x.shape[2] + 2 * padding[0] - weight.shape[2] + 1,
-                          x.shape[3] + 2 * padding[1] - weight.shape[3] + 1)
+        out = x.new_empty((x.shape[0], weight.shape[0], x.shape[2] + 2 * padding[0] - weight.shape[2] + 1,
+                           x.shape[3] + 2 * padding[1] - weight.shape[3] + 1))
     threads = torch.get_num_threads()
     if not _pool_made:
         _make_pool_of_one_thread(threads)
