@@ -97,7 +97,7 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
     in every runtime of ``runtimes`` (``torch`` eager under ``torch.inference_mode``, or the network exported to
     ONNX and run by ``onnxruntime`` / ``openvino``, see :func:`~e2enet_monai.inferers.exported_network`) at every
     spatial shape and intra-op thread count. Each runtime and thread count runs in a fresh process (the runtimes'
-    memory pools do not add up, and PyTorch's NNPACK keeps the thread count of its first call); in it, for each
+    memory pools do not add up, and no thread count runs on a heap another one left); in it, for each
     shape, every network runs once to warm up (and export), then ``repeats``
     rounds each run every network once in turn, so a slower or faster spell of the machine falls on all of them
     alike. With ``reuse_memory`` the torch process first keeps freed memory for reuse
@@ -115,7 +115,7 @@ def benchmark_speed(shapes: Sequence[Sequence[int]], threads: Sequence[int] = (1
     for runtime in runtimes:
         # NNPACK exists in torch only: the exported networks are the same with it on or off
         labels = [n for n in networks if runtime == "torch" or SPEED_NETWORKS[n][4] != "off"]
-        for n_threads in threads:  # NNPACK's thread pool keeps the thread count of its first call: a process each
+        for n_threads in threads:  # a process each
             spec = {"runtime": runtime, "networks": labels, "shapes": [list(s) for s in shapes],
                     "threads": int(n_threads), "repeats": repeats, "in_channels": in_channels,
                     "out_channels": out_channels, "seed": seed, "reuse_memory": reuse_memory and runtime == "torch"}
