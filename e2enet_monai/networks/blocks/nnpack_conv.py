@@ -15,7 +15,7 @@ __all__ = ["NNPACK_CHUNK_PIXELS", "NNPACK_CHUNK_SLICES", "NNPACK_MAX_THREADS", "
 NNPACK_MODES = ("auto", "on", "off")
 # the "auto" rule, from E2ENet's folded (1, 3, 3) convolutions timed both ways, alone and inside the paper network
 # (README, "Fast exact execution on CPU"): gains on 1 and 2 threads (more were not measured), losses or no gain
-# with fewer input channels (16 -> 48 at 128 x 128: 0.97-1.08x oneDNN's time) and on slices of 8 x 8 (1.2-1.6x)
+# with fewer input channels (16 inputs: 0.92-1.11x oneDNN's time) and on slices of 8 x 8 (1.2-1.6x)
 NNPACK_MAX_THREADS = 2
 NNPACK_MIN_IN_CHANNELS = 32
 NNPACK_MIN_PIXELS = 12 * 12
