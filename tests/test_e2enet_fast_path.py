@@ -170,7 +170,8 @@ def one_thread():
     torch.set_num_threads(1)
     if torch.backends.nnpack.is_available():
         with torch.no_grad():
-            nnpack_conv.conv2d(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None, (1, 1), (1, 1), "on")
+            nnpack_conv.conv2d(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3), None, (1, 1), (1, 1),
+                               torch.empty(1, 1, 4, 4), "on")
     yield
     torch.set_num_threads(threads)
 
@@ -233,7 +234,7 @@ def test_nnpack_in_chunks_of_slices_and_in_parallel_threads_fills_the_same_outpu
         out = torch.full((5, 7, 20, 22), float("nan")).transpose(0, 1)  # a view, as NarrowConv3d writes into
         # the helper thread takes the caller's mode (else writing into an inference tensor or a no-grad view fails)
         with torch.inference_mode() if chunk == 8 else torch.no_grad():
-            assert nnpack_conv.conv2d(x, w, b, (1, 1), (1, 0), "on", out=out) is out
+            assert nnpack_conv.conv2d(x, w, b, (1, 1), (1, 0), out, "on") is out
         assert sorted(calls) == sorted(sizes)
         assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 1e-5
         outs.append(out)
@@ -246,7 +247,7 @@ def test_a_forked_child_makes_its_own_nnpack_helper_threads(one_thread):
     torch.set_num_threads(2)
     x, w = torch.randn(4, 32, 8, 8), torch.randn(3, 32, 3, 3)
     with torch.no_grad():
-        nnpack_conv.conv2d(x, w, None, (1, 1), (1, 1), "on")
+        nnpack_conv.conv2d(x, w, None, (1, 1), (1, 1), torch.empty(4, 3, 8, 8), "on")
     assert list(nnpack_conv._workers) == [1]
     pid = os.fork()
     if pid == 0:  # the parent's helper thread does not exist here: its executor is forgotten

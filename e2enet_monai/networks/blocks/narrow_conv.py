@@ -84,5 +84,5 @@ class NarrowConv3d(nn.Conv3d):
         out = x.new_empty((b, self.out_channels, d, *size))  # a tuple: MONAI's MetaTensor takes no varargs
         for i in range(b):  # each sample's (D, C_in, H, W) slices, a view; written straight into the result
             conv2d(x[i].transpose(0, 1), self.weight.squeeze(2), self.bias, self.stride[1:], self.padding[1:],
-                   self.nnpack, out=out[i].transpose(0, 1))
+                   out[i].transpose(0, 1), self.nnpack)
         return out

@@ -75,7 +75,7 @@ def nnpack_chunk(x: torch.Tensor) -> int:
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int],
-           padding: Sequence[int], mode: str = "auto", out: torch.Tensor | None = None) -> torch.Tensor:
+           padding: Sequence[int], out: torch.Tensor, mode: str = "auto") -> torch.Tensor:
     """
     ``F.conv2d(x, weight, bias, stride, padding)``, through NNPACK's FFT or Winograd forms when :func:`use_nnpack`
     says so (they take fewer multiplications than oneDNN's direct kernel: outputs equal to float32 round-off of
@@ -84,18 +84,14 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     :func:`nnpack_chunk` slices, the slices split into one contiguous part per PyTorch thread, each part's calls
     made by one thread (NNPACK computes each slice alone, so the bits do not depend on the split).
 
-    ``out``: where to write the result, e.g. a view of a channels-first ``(B, C_out, D, H', W')`` map as
-    ``(D, C_out, H', W')``; default a new tensor.
+    ``out``: where the result is written (and returned), e.g. a view of a channels-first ``(B, C_out, D, H', W')``
+    map as ``(D, C_out, H', W')``.
 
     Shape:
         ``(N, C_in, H, W)`` -> ``(N, C_out, H', W')``.
     """
     if not use_nnpack(x, weight, stride, mode):
-        y = F.conv2d(x, weight, bias, tuple(stride), tuple(padding))
-        return y if out is None else out.copy_(y)
-    if out is None:  # stride 1: the sizes are known
-        out = x.new_empty((x.shape[0], weight.shape[0], x.shape[2] + 2 * padding[0] - weight.shape[2] + 1,
-                           x.shape[3] + 2 * padding[1] - weight.shape[3] + 1))
+        return out.copy_(F.conv2d(x, weight, bias, tuple(stride), tuple(padding)))
     threads = torch.get_num_threads()
     if not _pool_made:
         _make_pool_of_one_thread(threads)
